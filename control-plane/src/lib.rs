@@ -1,1 +1,7 @@
-//! placeholder
+//! reef's control plane: the replicated store and, on top of it, the API
+//! server, scheduler and controllers (DESIGN §1).
+//!
+//! Only [`store`] knows openraft and RocksDB; everything else reaches cluster
+//! state through [`store::Store`] and never touches the data directory.
+
+pub mod store;

@@ -1,0 +1,123 @@
+//! Reads of the applied key space and blobs, and the on-disk value format.
+
+use rocksdb::{DBAccess, DBIteratorWithThreadMode, Direction, IteratorMode, ReadOptions};
+use serde::{Deserialize, Serialize};
+
+use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
+use super::error::StoreError;
+use super::types::{KeyValue, LogId, Revision};
+
+/// The value of one key in `CF_KV`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct StoredValue {
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
+impl StoredValue {
+    pub(crate) fn into_kv(self, key: String) -> KeyValue {
+        KeyValue {
+            key,
+            value: self.value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+}
+
+/// Key of the last applied log id in `CF_SM`.
+pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
+/// Key of the last applied membership in `CF_SM`.
+pub(crate) const KEY_MEMBERSHIP: &[u8] = b"last_membership";
+
+pub(crate) fn get(db: &Db, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    let stored: Option<StoredValue> = db.get_decoded(CF_KV, key.as_bytes())?;
+    Ok(stored.map(|s| s.into_kv(key.to_owned())))
+}
+
+/// Keys under `prefix`, sorted, and the applied revision they reflect: both
+/// from one RocksDB snapshot, so the pair is consistent.
+pub(crate) fn range(db: &Db, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
+    let snap = db.raw().snapshot();
+    let applied: Option<LogId> = match snap.get_cf(db.cf(CF_SM)?, KEY_APPLIED)? {
+        Some(bytes) => db::decode(&bytes)?,
+        None => None,
+    };
+    let mut opts = ReadOptions::default();
+    opts.set_snapshot(&snap);
+    let iter = db.raw().iterator_cf_opt(
+        db.cf(CF_KV)?,
+        opts,
+        IteratorMode::From(prefix.as_bytes(), Direction::Forward),
+    );
+    let mut out = Vec::new();
+    for item in iter {
+        let (key, value) = item?;
+        if !key.starts_with(prefix.as_bytes()) {
+            break;
+        }
+        let key = String::from_utf8(key.into_vec()).map_err(StoreError::corrupt)?;
+        let stored: StoredValue = db::decode(&value)?;
+        out.push(stored.into_kv(key));
+    }
+    Ok((out, applied.map_or(0, |l| l.index)))
+}
+
+/// Iterates `(offset, data)` of one blob's chunks in offset order.
+pub(crate) fn blob_chunks<'a, D: DBAccess>(
+    iter: DBIteratorWithThreadMode<'a, D>,
+    prefix: &'a [u8],
+) -> impl Iterator<Item = Result<(u64, Box<[u8]>), StoreError>> + 'a {
+    iter.map_while(move |item| match item {
+        Err(e) => Some(Err(e.into())),
+        Ok((key, value)) if key.starts_with(prefix) => {
+            Some(db::blob_chunk_offset(prefix, &key).map(|off| (off, value)))
+        }
+        Ok(_) => None,
+    })
+}
+
+/// The blob's bytes; chunks must be contiguous from offset 0.
+pub(crate) fn read_blob(db: &Db, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let prefix = db::blob_prefix(digest);
+    let iter = db.raw().iterator_cf(
+        db.cf(CF_BLOBS)?,
+        IteratorMode::From(&prefix, Direction::Forward),
+    );
+    let mut out: Option<Vec<u8>> = None;
+    for chunk in blob_chunks(iter, &prefix) {
+        let (offset, data) = chunk?;
+        let buf = out.get_or_insert_with(Vec::new);
+        if offset != buf.len() as u64 {
+            return Err(StoreError::corrupt(format!(
+                "blob {digest}: chunk at offset {offset}, expected {}",
+                buf.len()
+            )));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(out)
+}
+
+/// The end of the blob's last chunk, without concatenating it.
+pub(crate) fn blob_size(db: &Db, digest: &str) -> Result<Option<u64>, StoreError> {
+    let prefix = db::blob_prefix(digest);
+    let end = db::prefix_end(&prefix);
+    let mut iter = db.raw().iterator_cf(
+        db.cf(CF_BLOBS)?,
+        IteratorMode::From(&end, Direction::Reverse),
+    );
+    match iter.next() {
+        Some(item) => {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                return Ok(None);
+            }
+            let offset = db::blob_chunk_offset(&prefix, &key)?;
+            Ok(Some(offset + value.len() as u64))
+        }
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,303 @@
+//! Snapshot files: building one from a RocksDB snapshot, installing a received
+//! one, and keeping the newest as `current.snap` in the snapshot directory.
+//!
+//! A file is a stream of MessagePack values: a [`Header`] with openraft's
+//! metadata, one record per key and per blob chunk (raw stored bytes, so the
+//! format never re-encodes values), and an `End` record with the count, so a
+//! truncated file is refused. Streaming keeps memory flat however many blobs
+//! the store holds; all functions here block and run on a blocking thread.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM, KEYSPACE_END};
+use super::error::StoreError;
+use super::kv::{KEY_APPLIED, KEY_MEMBERSHIP};
+use super::types::{LogId, SnapshotMeta, StoredMembership};
+
+const FORMAT: u32 = 1;
+const CURRENT: &str = "current.snap";
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    meta: SnapshotMeta,
+}
+
+#[derive(Serialize)]
+enum RecordOut<'a> {
+    Kv {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    Blob {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    End {
+        records: u64,
+    },
+}
+
+#[derive(Deserialize)]
+enum RecordIn {
+    Kv {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    Blob {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    End {
+        records: u64,
+    },
+}
+
+fn codec(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Codec(e.to_string())
+}
+
+fn write_value<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), StoreError> {
+    rmp_serde::encode::write_named(w, value).map_err(codec)
+}
+
+type Reader = rmp_serde::Deserializer<rmp_serde::decode::ReadReader<BufReader<File>>>;
+
+fn read_value<T: for<'de> Deserialize<'de>>(r: &mut Reader) -> Result<T, StoreError> {
+    T::deserialize(r).map_err(codec)
+}
+
+/// The directory's snapshot files; one instance per member.
+pub(crate) struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Creates the directory and removes half-written files a crash left behind.
+    pub(crate) fn open(dir: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(&dir)?;
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "tmp") {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(SnapshotDir { dir })
+    }
+
+    fn tmp_path(&self, what: &str) -> PathBuf {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        self.dir.join(format!("{what}-{nanos}.tmp"))
+    }
+
+    /// An unnamed scratch file for an incoming snapshot: unlinked at once, so
+    /// an abandoned transfer leaves nothing behind.
+    pub(crate) fn scratch(&self) -> Result<File, StoreError> {
+        let path = self.tmp_path("recv");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        fs::remove_file(&path)?;
+        Ok(file)
+    }
+
+    /// The newest snapshot, positioned at its start.
+    pub(crate) fn current(&self) -> Result<Option<(SnapshotMeta, File)>, StoreError> {
+        let path = self.dir.join(CURRENT);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut reader = rmp_serde::Deserializer::new(BufReader::new(file));
+        let header: Header = read_value(&mut reader)?;
+        let mut file = reader.into_inner().into_inner();
+        file.seek(SeekFrom::Start(0))?;
+        Ok(Some((header.meta, file)))
+    }
+
+    /// Makes a finished, fsynced file `current.snap` unless a newer one is already there.
+    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        // An unreadable current file is simply replaced.
+        if let Ok(Some((current, _))) = self.current() {
+            if current.last_log_id > meta.last_log_id {
+                fs::remove_file(tmp)?;
+                return Ok(());
+            }
+        }
+        fs::rename(tmp, self.dir.join(CURRENT))?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(())
+    }
+
+    /// Writes the state machine, as of one RocksDB snapshot, to a new current
+    /// snapshot and returns its metadata and the file (open for reading, valid
+    /// even if a newer snapshot has since taken its place).
+    pub(crate) fn build(&self, db: &Db) -> Result<(SnapshotMeta, File), StoreError> {
+        let snap = db.raw().snapshot();
+        let applied: Option<LogId> = match snap.get_cf(db.cf(CF_SM)?, KEY_APPLIED)? {
+            Some(bytes) => db::decode(&bytes)?,
+            None => None,
+        };
+        let membership: StoredMembership = match snap.get_cf(db.cf(CF_SM)?, KEY_MEMBERSHIP)? {
+            Some(bytes) => db::decode(&bytes)?,
+            None => StoredMembership::default(),
+        };
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let snapshot_id = match &applied {
+            Some(l) => format!(
+                "{}-{}-{}-{nanos}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            ),
+            None => format!("0-0-0-{nanos}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+
+        let tmp = self.tmp_path("build");
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        write_value(
+            &mut out,
+            &Header {
+                format: FORMAT,
+                meta: meta.clone(),
+            },
+        )?;
+        let mut records = 0u64;
+        for cf_name in [CF_KV, CF_BLOBS] {
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&snap);
+            for item in db
+                .raw()
+                .iterator_cf_opt(db.cf(cf_name)?, opts, IteratorMode::Start)
+            {
+                let (key, value) = item?;
+                let record = if cf_name == CF_KV {
+                    RecordOut::Kv {
+                        key: &key,
+                        value: &value,
+                    }
+                } else {
+                    RecordOut::Blob {
+                        key: &key,
+                        value: &value,
+                    }
+                };
+                write_value(&mut out, &record)?;
+                records += 1;
+            }
+        }
+        write_value(&mut out, &RecordOut::End { records })?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        let reader = File::open(&tmp)?;
+        self.publish(&tmp, &meta)?;
+        Ok((meta, reader))
+    }
+
+    /// Replaces the state machine with the snapshot in `src` (which must carry
+    /// `meta`) in one synced batch, and keeps a copy as the current snapshot.
+    pub(crate) fn install(
+        &self,
+        db: &Db,
+        meta: &SnapshotMeta,
+        mut src: File,
+    ) -> Result<(), StoreError> {
+        src.seek(SeekFrom::Start(0))?;
+        let mut reader = rmp_serde::Deserializer::new(BufReader::new(src));
+        let header: Header = read_value(&mut reader)?;
+        if header.format != FORMAT {
+            return Err(StoreError::corrupt(format!(
+                "snapshot format {}",
+                header.format
+            )));
+        }
+        if header.meta.snapshot_id != meta.snapshot_id
+            || header.meta.last_log_id != meta.last_log_id
+        {
+            return Err(StoreError::corrupt(format!(
+                "snapshot data is {}, metadata says {}",
+                header.meta.snapshot_id, meta.snapshot_id
+            )));
+        }
+
+        let (kv, blobs, sm) = (db.cf(CF_KV)?, db.cf(CF_BLOBS)?, db.cf(CF_SM)?);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(kv, &[][..], KEYSPACE_END);
+        batch.delete_range_cf(blobs, &[][..], KEYSPACE_END);
+
+        // Copy the stream to our own file while loading it: the received data
+        // lives in an unnamed scratch file that cannot be renamed into place.
+        let tmp = self.tmp_path("install");
+        let mut copy = BufWriter::new(File::create(&tmp)?);
+        write_value(&mut copy, &header)?;
+        let mut records = 0u64;
+        loop {
+            match read_value::<RecordIn>(&mut reader)? {
+                RecordIn::Kv { key, value } => {
+                    write_value(
+                        &mut copy,
+                        &RecordOut::Kv {
+                            key: &key,
+                            value: &value,
+                        },
+                    )?;
+                    batch.put_cf(kv, key, value);
+                }
+                RecordIn::Blob { key, value } => {
+                    write_value(
+                        &mut copy,
+                        &RecordOut::Blob {
+                            key: &key,
+                            value: &value,
+                        },
+                    )?;
+                    batch.put_cf(blobs, key, value);
+                }
+                RecordIn::End { records: expected } => {
+                    if expected != records {
+                        return Err(StoreError::corrupt(format!(
+                            "snapshot has {records} records, its end says {expected}"
+                        )));
+                    }
+                    write_value(&mut copy, &RecordOut::End { records })?;
+                    break;
+                }
+            }
+            records += 1;
+        }
+        let file = copy.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        self.publish(&tmp, meta)?;
+
+        batch.put_cf(sm, KEY_APPLIED, db::encode(&meta.last_log_id)?);
+        batch.put_cf(sm, KEY_MEMBERSHIP, db::encode(&meta.last_membership)?);
+        // Synced: once installed, Raft may purge the log this state replaces.
+        db.write(batch, true)
+    }
+}

@@ -1,0 +1,322 @@
+//! The replicated state machine on RocksDB (openraft's `RaftStateMachine`).
+//!
+//! Each apply batch becomes one RocksDB `WriteBatch` (keys, blob chunks, last
+//! applied, last membership together), written without fsync: a lost tail is
+//! re-applied from the log, whose synced writes also flush this WAL.
+//! The revision of every change is the log index of its entry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::WriteBatch;
+
+use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
+use super::error::StoreError;
+use super::kv::{StoredValue, KEY_APPLIED, KEY_MEMBERSHIP};
+use super::snapshot::SnapshotDir;
+use super::types::{
+    Check, Entry, EventKind, LogId, Op, Revision, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership, Txn, TxnOutcome, TypeConfig, WatchEvent,
+};
+use super::watch::WatchHub;
+
+/// What the facade reads and the state machine writes.
+pub(crate) struct Shared {
+    pub db: Arc<Db>,
+    /// Last applied log index: the store's current revision.
+    pub applied: AtomicU64,
+    pub hub: Mutex<WatchHub>,
+    pub snapshots: SnapshotDir,
+    /// Serialises building and installing snapshots.
+    snapshot_lock: Mutex<()>,
+}
+
+impl Shared {
+    pub(crate) fn open(db: Arc<Db>, snapshots: SnapshotDir) -> Result<Arc<Self>, StoreError> {
+        let applied: Option<LogId> = db.get_decoded(CF_SM, KEY_APPLIED)?;
+        let applied = applied.map_or(0, |l| l.index);
+        Ok(Arc::new(Shared {
+            db,
+            applied: AtomicU64::new(applied),
+            hub: Mutex::new(WatchHub::new(applied)),
+            snapshots,
+            snapshot_lock: Mutex::new(()),
+        }))
+    }
+
+    /// A panic elsewhere must not wedge the store: the guarded data stays valid.
+    pub(crate) fn hub(&self) -> MutexGuard<'_, WatchHub> {
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn snapshot_guard(&self) -> MutexGuard<'_, ()> {
+        self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs blocking RocksDB/file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Stopped(format!("blocking task: {e}")))?
+}
+
+pub(crate) struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        StateMachine { shared }
+    }
+
+    fn applied_state(&self) -> Result<(Option<LogId>, StoredMembership), StoreError> {
+        let applied: Option<LogId> = self.shared.db.get_decoded(CF_SM, KEY_APPLIED)?;
+        let membership: Option<StoredMembership> =
+            self.shared.db.get_decoded(CF_SM, KEY_MEMBERSHIP)?;
+        Ok((applied, membership.unwrap_or_default()))
+    }
+
+    fn apply_batch(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<TxnOutcome>, StoreError> {
+        let db = &self.shared.db;
+        let mut batch = Batch {
+            db,
+            write: WriteBatch::default(),
+            overlay: HashMap::new(),
+            events: Vec::new(),
+        };
+        let mut outcomes = Vec::new();
+        let mut last: Option<LogId> = None;
+        let mut membership: Option<StoredMembership> = None;
+        for entry in entries {
+            let revision = entry.log_id.index;
+            let outcome = match entry.payload {
+                EntryPayload::Normal(txn) => batch.apply_txn(revision, txn)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    TxnOutcome::noop(revision)
+                }
+                EntryPayload::Blank => TxnOutcome::noop(revision),
+            };
+            outcomes.push(outcome);
+            last = Some(entry.log_id);
+        }
+        let Some(last) = last else {
+            return Ok(outcomes);
+        };
+        let sm = db.cf(CF_SM)?;
+        batch
+            .write
+            .put_cf(sm, KEY_APPLIED, db::encode(&Some(last))?);
+        if let Some(m) = &membership {
+            batch.write.put_cf(sm, KEY_MEMBERSHIP, db::encode(m)?);
+        }
+        let Batch { write, events, .. } = batch;
+        db.write(write, false)?;
+
+        // Publish under the hub lock so watchers registering now see no gap.
+        let mut hub = self.shared.hub();
+        self.shared.applied.store(last.index, Ordering::Release);
+        hub.publish(events);
+        Ok(outcomes)
+    }
+}
+
+impl TxnOutcome {
+    fn noop(revision: Revision) -> Self {
+        TxnOutcome {
+            revision,
+            succeeded: true,
+            failed_check: None,
+        }
+    }
+}
+
+/// One apply batch: the pending writes, and an overlay so later entries in the
+/// batch see the keys earlier ones wrote before any of it reaches RocksDB.
+struct Batch<'a> {
+    db: &'a Db,
+    write: WriteBatch,
+    overlay: HashMap<String, Option<StoredValue>>,
+    events: Vec<WatchEvent>,
+}
+
+impl Batch<'_> {
+    fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => self.db.get_decoded(CF_KV, key.as_bytes()),
+        }
+    }
+
+    fn check(&self, check: &Check) -> Result<bool, StoreError> {
+        Ok(match check {
+            Check::Absent { key } => self.get(key)?.is_none(),
+            Check::ModRevision { key, revision } => {
+                self.get(key)?.map_or(0, |v| v.mod_revision) == *revision
+            }
+        })
+    }
+
+    fn apply_txn(&mut self, revision: Revision, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        for (i, check) in txn.checks.iter().enumerate() {
+            if !self.check(check)? {
+                return Ok(TxnOutcome {
+                    revision,
+                    succeeded: false,
+                    failed_check: Some(i),
+                });
+            }
+        }
+        for op in txn.ops {
+            self.apply_op(revision, op)?;
+        }
+        Ok(TxnOutcome::noop(revision))
+    }
+
+    fn apply_op(&mut self, revision: Revision, op: Op) -> Result<(), StoreError> {
+        match op {
+            Op::Put { key, value } => {
+                let create_revision = self.get(&key)?.map_or(revision, |v| v.create_revision);
+                let stored = StoredValue {
+                    value,
+                    create_revision,
+                    mod_revision: revision,
+                };
+                self.write
+                    .put_cf(self.db.cf(CF_KV)?, key.as_bytes(), db::encode(&stored)?);
+                self.events.push(WatchEvent {
+                    revision,
+                    kind: EventKind::Put,
+                    kv: stored.clone().into_kv(key.clone()),
+                });
+                self.overlay.insert(key, Some(stored));
+            }
+            Op::Delete { key } => {
+                if let Some(prev) = self.get(&key)? {
+                    self.write.delete_cf(self.db.cf(CF_KV)?, key.as_bytes());
+                    self.events.push(WatchEvent {
+                        revision,
+                        kind: EventKind::Delete,
+                        kv: prev.into_kv(key.clone()),
+                    });
+                    self.overlay.insert(key, None);
+                }
+            }
+            Op::PutBlobChunk {
+                digest,
+                offset,
+                data,
+            } => {
+                self.write.put_cf(
+                    self.db.cf(CF_BLOBS)?,
+                    db::blob_chunk_key(&digest, offset),
+                    data,
+                );
+            }
+            Op::DeleteBlob { digest } => {
+                let prefix = db::blob_prefix(&digest);
+                let end = db::prefix_end(&prefix);
+                self.write
+                    .delete_range_cf(self.db.cf(CF_BLOBS)?, prefix, end);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        StateMachine::applied_state(self).map_err(|e| StorageIOError::read_state_machine(&e).into())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<TxnOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.apply_batch(entries)
+            .map_err(|e| StorageIOError::write_state_machine(&e).into())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let file = self
+            .shared
+            .snapshots
+            .scratch()
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let shared = self.shared.clone();
+        let owned_meta = meta.clone();
+        let file = snapshot.into_std().await;
+        let result = blocking(move || {
+            let _guard = shared.snapshot_guard();
+            shared.snapshots.install(&shared.db, &owned_meta, file)?;
+            let applied = owned_meta.last_log_id.as_ref().map_or(0, |l| l.index);
+            // Close every watcher: no event stream describes a wholesale replacement.
+            let mut hub = shared.hub();
+            shared.applied.store(applied, Ordering::Release);
+            hub.reset(applied);
+            Ok(())
+        })
+        .await;
+        result.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let current = self
+            .shared
+            .snapshots
+            .current()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
+        }))
+    }
+}
+
+pub(crate) struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let shared = self.shared.clone();
+        let built = blocking(move || {
+            let _guard = shared.snapshot_guard();
+            shared.snapshots.build(&shared.db)
+        })
+        .await;
+        match built {
+            Ok((meta, file)) => Ok(Snapshot {
+                meta,
+                snapshot: Box::new(tokio::fs::File::from_std(file)),
+            }),
+            Err(e) => Err(StorageIOError::write_snapshot(None, &e).into()),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! openraft's storage conformance suite against the RocksDB log store and
+//! state machine.
+
+use std::sync::Arc;
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use crate::store::db::Db;
+use crate::store::log_store::LogStore;
+use crate::store::snapshot::SnapshotDir;
+use crate::store::state_machine::{Shared, StateMachine};
+use crate::store::types::{StorageError, TypeConfig};
+
+struct RocksBuilder;
+
+fn io_error(e: impl std::error::Error + 'static) -> StorageError {
+    openraft::StorageIOError::write(&e).into()
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().map_err(io_error)?;
+        let db = Arc::new(Db::open(&dir.path().join("db")).map_err(io_error)?);
+        let snapshots = SnapshotDir::open(dir.path().join("snapshots")).map_err(io_error)?;
+        let shared = Shared::open(db.clone(), snapshots).map_err(io_error)?;
+        Ok((dir, LogStore::new(db), StateMachine::new(shared)))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() -> anyhow::Result<()> {
+    Suite::test_all(RocksBuilder)?;
+    Ok(())
+}

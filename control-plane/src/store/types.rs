@@ -1,0 +1,108 @@
+//! The store's public data types and the one openraft type-config declaration.
+//!
+//! Everything Raft-generic is named through the short aliases at the bottom, so
+//! no `<TypeConfig as RaftTypeConfig>::…` soup leaks into the rest of the crate.
+
+use serde::{Deserialize, Serialize};
+
+/// A point in the store's history: the Raft log index of the entry that wrote it.
+pub type Revision = u64;
+
+/// One write inside a [`Txn`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Op {
+    Put {
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Deleting a missing key is a no-op (and produces no watch event).
+    Delete { key: String },
+    /// Component bytes travel through the log in chunks so every member holds them.
+    /// Writing the same offset again replaces that chunk.
+    PutBlobChunk {
+        digest: String,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Removes every chunk of the blob; a missing blob is a no-op.
+    DeleteBlob { digest: String },
+}
+
+/// A precondition of a [`Txn`], evaluated against the state just before the entry applies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Check {
+    /// The key does not exist.
+    Absent { key: String },
+    /// The key's `mod_revision` equals `revision`. As in etcd, `revision: 0`
+    /// matches a missing key, so "create only" can be written either way.
+    ModRevision { key: String, revision: Revision },
+}
+
+/// All checks pass → all ops are applied atomically at one revision; else none is.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Txn {
+    pub checks: Vec<Check>,
+    pub ops: Vec<Op>,
+}
+
+/// What a committed [`Txn`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnOutcome {
+    /// The log index of the entry, whether or not its checks passed.
+    pub revision: Revision,
+    pub succeeded: bool,
+    /// Index into `Txn::checks` of the first check that failed.
+    pub failed_check: Option<usize>,
+}
+
+/// A key as read from the applied state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the put that created the key; kept across later puts.
+    pub create_revision: Revision,
+    /// Revision of the last put.
+    pub mod_revision: Revision,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change to one key. For `Delete`, `kv` holds the value before deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub revision: Revision,
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+openraft::declare_raft_types!(
+    /// The store's Raft type configuration. Snapshots are files on disk
+    /// (they carry every blob), streamed in chunks by openraft.
+    pub TypeConfig:
+        D = Txn,
+        R = TxnOutcome,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        SnapshotData = tokio::fs::File,
+);
+
+pub type NodeId = u64;
+pub type Node = openraft::BasicNode;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
+pub type RpcError<E = openraft::error::Infallible> =
+    openraft::error::RPCError<NodeId, Node, RaftError<E>>;
