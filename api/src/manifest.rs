@@ -407,7 +407,7 @@ impl Builder<'_> {
         let d = spanned.into_inner();
         let metadata = self.metadata(Kind::Deployment, &d.name, d.namespace.as_ref(), d.labels);
         let component = self.component(&d.component);
-        for (name, _) in &d.env {
+        for name in d.env.keys() {
             self.rule(name.span(), validate::env_name(name.get_ref()));
         }
         for pattern in &d.outbound {

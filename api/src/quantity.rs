@@ -60,7 +60,7 @@ fn scaled(number: &str, scale: u64) -> Option<u64> {
         frac_value = frac_value * 10 + u64::from(digit.to_digit(10)?);
     }
     let frac_scaled = (frac_value as u128) * (scale as u128);
-    if frac_scaled % (divisor as u128) != 0 {
+    if !frac_scaled.is_multiple_of(divisor as u128) {
         return None;
     }
     value = value.checked_add((frac_scaled / divisor as u128) as u64)?;
@@ -88,7 +88,7 @@ impl std::str::FromStr for Cpu {
 
 impl fmt::Display for Cpu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 && self.0 > 0 {
+        if self.0.is_multiple_of(1000) && self.0 > 0 {
             write!(f, "{}", self.0 / 1000)
         } else {
             write!(f, "{}m", self.0)
@@ -135,7 +135,7 @@ impl fmt::Display for Memory {
             ("Mi", 1 << 20),
             ("Ki", 1 << 10),
         ] {
-            if self.0 >= scale && self.0 % scale == 0 {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", self.0 / scale);
             }
         }

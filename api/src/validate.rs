@@ -239,7 +239,7 @@ pub fn validate_status(kind: Kind, status: &Value) -> Result<(), FieldError> {
 
 fn pod_spec(path: &str, spec: &PodSpec) -> Result<(), FieldError> {
     check(format!("{path}.component"), digest(&spec.component))?;
-    for (name, _) in &spec.env {
+    for name in spec.env.keys() {
         check(format!("{path}.env.{name}"), env_name(name))?;
     }
     for (i, pattern) in spec.outbound.iter().enumerate() {

@@ -4,4 +4,11 @@
 //! Only [`store`] knows openraft and RocksDB; everything else reaches cluster
 //! state through [`store::Store`] and never touches the data directory.
 
+pub mod apiserver;
+pub mod controllers;
+pub mod events;
+pub mod member;
+mod reconcile;
+pub mod registry;
+pub mod scheduler;
 pub mod store;

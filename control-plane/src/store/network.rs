@@ -71,7 +71,10 @@ fn network_error(msg: impl ToString) -> NetworkError {
     NetworkError::new(&AnyError::error(msg))
 }
 
-#[allow(clippy::result_large_err, reason = "openraft's error type, returned as is")]
+#[allow(
+    clippy::result_large_err,
+    reason = "openraft's error type, returned as is"
+)]
 fn encode<T: Serialize, E: std::error::Error>(value: &T) -> Result<Vec<u8>, RpcError<E>> {
     rmp_serde::to_vec_named(value).map_err(|e| RpcError::Network(NetworkError::new(&e)))
 }

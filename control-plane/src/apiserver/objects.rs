@@ -1,0 +1,346 @@
+//! Handlers for objects: list, get, put, the status subresource, delete and apply.
+
+use super::auth::Role;
+use super::error::{ApiFailure, ApiResult};
+use super::filter::Filter;
+use super::{watch, ApiState, Caller};
+use crate::registry::Precondition;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use reef_api::validate::parse_at;
+use reef_api::{Kind, List, RawObject};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The collection a request addresses.
+pub struct Target {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+}
+
+/// What a caller wants to do, for authorisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Read,
+    WriteSpec,
+    WriteStatus,
+    Delete,
+}
+
+fn authorize(caller: &Caller, action: Action, kind: Kind) -> ApiResult<()> {
+    let allowed = match caller.role {
+        Role::Admin => true,
+        Role::Node => match action {
+            Action::Read => true,
+            Action::WriteSpec => matches!(kind, Kind::Node | Kind::Event),
+            Action::WriteStatus => matches!(kind, Kind::Node | Kind::Pod),
+            Action::Delete => false,
+        },
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(ApiFailure::forbidden(format!(
+            "a node token may not {action:?} {}",
+            kind.plural()
+        )))
+    }
+}
+
+pub fn target(kind: &str, namespace: Option<String>, single: bool) -> ApiResult<Target> {
+    let kind = Kind::parse(kind).ok_or_else(|| {
+        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        ApiFailure(crate::registry::RegistryError::NotFound {
+            kind: Kind::Tenant,
+            name: format!("{kind} (no such kind; known kinds: {})", known.join(", ")),
+        })
+    })?;
+    match (&namespace, kind.namespaced()) {
+        (Some(_), false) => Err(ApiFailure::bad_request(format!(
+            "{} are cluster-scoped: use /api/v1/{}",
+            kind.plural(),
+            kind.plural()
+        ))),
+        (None, true) if single => Err(ApiFailure::bad_request(format!(
+            "{} are namespaced: use /api/v1/namespaces/NAMESPACE/{}/NAME",
+            kind.plural(),
+            kind.plural()
+        ))),
+        _ => Ok(Target { kind, namespace }),
+    }
+}
+
+/// GET a collection: a list, or with `watch=1` a stream of changes.
+pub async fn list(
+    state: Arc<ApiState>,
+    caller: Caller,
+    target: Target,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::Read, target.kind)?;
+    let filter = Filter::from_query(&query)?;
+    if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
+        return watch::stream(state, target, filter, &query, &headers);
+    }
+    let (items, resource_version) = state
+        .registry
+        .list(target.kind, target.namespace.as_deref())?;
+    let items = items.into_iter().filter(|o| filter.matches(o)).collect();
+    Ok(Json(List {
+        items,
+        resource_version,
+    })
+    .into_response())
+}
+
+pub async fn get(
+    state: Arc<ApiState>,
+    caller: Caller,
+    target: Target,
+    name: String,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::Read, target.kind)?;
+    if target.kind == Kind::Blob {
+        return super::blobs::get(&state, &name);
+    }
+    let obj = state
+        .registry
+        .get(target.kind, target.namespace.as_deref(), &name)?;
+    Ok(Json(obj).into_response())
+}
+
+/// Reads a JSON body, naming the failing field on error.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiFailure::bad_request(format!("the body is not valid JSON: {e}")))?;
+    parse_at("", &value)
+        .map_err(|e| ApiFailure::invalid(e.path.trim_start_matches('.').to_string(), e.message))
+}
+
+pub async fn put(
+    state: Arc<ApiState>,
+    caller: Caller,
+    target: Target,
+    name: String,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::WriteSpec, target.kind)?;
+    if target.kind == Kind::Blob {
+        return super::blobs::put(&state, &name, body).await;
+    }
+    let mut value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiFailure::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(ApiFailure::bad_request("the body must be a JSON object"));
+    };
+    fields
+        .entry("kind")
+        .or_insert_with(|| Value::String(target.kind.to_string()));
+    let precondition = match value
+        .pointer("/metadata/resource_version")
+        .and_then(Value::as_u64)
+    {
+        None => Precondition::None,
+        Some(0) => Precondition::CreateOnly,
+        Some(rv) => Precondition::Revision(rv),
+    };
+    let mut obj: RawObject = parse_at("", &value)
+        .map_err(|e| ApiFailure::invalid(e.path.trim_start_matches('.').to_string(), e.message))?;
+    if obj.kind != target.kind {
+        return Err(ApiFailure::invalid(
+            "kind",
+            format!(
+                "the body is a {} but the URL names {}",
+                obj.kind,
+                target.kind.plural()
+            ),
+        ));
+    }
+    if obj.metadata.name != name {
+        return Err(ApiFailure::invalid(
+            "metadata.name",
+            format!(
+                "the body names {:?} but the URL names {name:?}",
+                obj.metadata.name
+            ),
+        ));
+    }
+    match (&obj.metadata.namespace, &target.namespace) {
+        (None, Some(ns)) => obj.metadata.namespace = Some(ns.clone()),
+        (Some(a), Some(b)) if a != b => {
+            return Err(ApiFailure::invalid(
+                "metadata.namespace",
+                format!("the body's namespace {a:?} differs from the URL's {b:?}"),
+            ))
+        }
+        _ => {}
+    }
+    let stored = state.registry.put(&obj, precondition).await?;
+    Ok(Json(stored).into_response())
+}
+
+pub async fn put_status(
+    state: Arc<ApiState>,
+    caller: Caller,
+    target: Target,
+    name: String,
+    query: HashMap<String, String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::WriteStatus, target.kind)?;
+    let status: Value = parse_body(&body)?;
+    let revision = match query.get("resource_version") {
+        Some(rv) => Some(rv.parse().map_err(|_| {
+            ApiFailure::bad_request(format!("resource_version {rv:?} is not a number"))
+        })?),
+        None => None,
+    };
+    let stored = state
+        .registry
+        .put_status(
+            target.kind,
+            target.namespace.as_deref(),
+            &name,
+            status,
+            revision,
+        )
+        .await?;
+    Ok(Json(stored).into_response())
+}
+
+pub async fn delete(
+    state: Arc<ApiState>,
+    caller: Caller,
+    target: Target,
+    name: String,
+    query: HashMap<String, String>,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::Delete, target.kind)?;
+    let revision = query.get("resource_version").and_then(|rv| rv.parse().ok());
+    let deleted = state
+        .registry
+        .delete(target.kind, target.namespace.as_deref(), &name, revision)
+        .await?;
+    Ok(Json(deleted).into_response())
+}
+
+pub async fn apply(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let objects: Vec<RawObject> = parse_body(&body).map_err(|ApiFailure(e)| {
+        // Name the item in the path: serde reports "[1].spec…" for a list body.
+        match e {
+            crate::registry::RegistryError::Invalid(f) => ApiFailure::invalid(
+                format!("items{}", f.path.trim_start_matches('.')),
+                f.message,
+            ),
+            other => ApiFailure(other),
+        }
+    })?;
+    for obj in &objects {
+        authorize(&caller, Action::WriteSpec, obj.kind)?;
+        if obj.kind == Kind::Blob {
+            return Err(ApiFailure::bad_request(
+                "blobs are uploaded with PUT /api/v1/blobs/sha256:HEX, not applied",
+            ));
+        }
+    }
+    let result = state.registry.apply(&objects).await?;
+    Ok(Json(result).into_response())
+}
+
+// Thin extractor adapters: namespaced and cluster-scoped URLs share the handlers above.
+
+type Q = Query<HashMap<String, String>>;
+type S = State<Arc<ApiState>>;
+type C = Extension<Caller>;
+
+pub async fn list_ns(
+    State(s): S,
+    Extension(c): C,
+    Path((ns, kind)): Path<(String, String)>,
+    Query(q): Q,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    list(s, c, target(&kind, Some(ns), false)?, q, h).await
+}
+pub async fn list_cluster(
+    State(s): S,
+    Extension(c): C,
+    Path(kind): Path<String>,
+    Query(q): Q,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    list(s, c, target(&kind, None, false)?, q, h).await
+}
+pub async fn get_ns(
+    State(s): S,
+    Extension(c): C,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    get(s, c, target(&kind, Some(ns), true)?, name).await
+}
+pub async fn get_cluster(
+    State(s): S,
+    Extension(c): C,
+    Path((kind, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    get(s, c, target(&kind, None, true)?, name).await
+}
+pub async fn put_ns(
+    State(s): S,
+    Extension(c): C,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    put(s, c, target(&kind, Some(ns), true)?, name, body).await
+}
+pub async fn put_cluster(
+    State(s): S,
+    Extension(c): C,
+    Path((kind, name)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    put(s, c, target(&kind, None, true)?, name, body).await
+}
+pub async fn status_ns(
+    State(s): S,
+    Extension(c): C,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    Query(q): Q,
+    body: Bytes,
+) -> ApiResult<Response> {
+    put_status(s, c, target(&kind, Some(ns), true)?, name, q, body).await
+}
+pub async fn status_cluster(
+    State(s): S,
+    Extension(c): C,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Q,
+    body: Bytes,
+) -> ApiResult<Response> {
+    put_status(s, c, target(&kind, None, true)?, name, q, body).await
+}
+pub async fn delete_ns(
+    State(s): S,
+    Extension(c): C,
+    Path((ns, kind, name)): Path<(String, String, String)>,
+    Query(q): Q,
+) -> ApiResult<Response> {
+    delete(s, c, target(&kind, Some(ns), true)?, name, q).await
+}
+pub async fn delete_cluster(
+    State(s): S,
+    Extension(c): C,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Q,
+) -> ApiResult<Response> {
+    delete(s, c, target(&kind, None, true)?, name, q).await
+}

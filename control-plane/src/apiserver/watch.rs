@@ -1,0 +1,92 @@
+//! Watch streams: newline-delimited JSON (or server-sent events for browsers) of
+//! changes after a revision, with periodic BOOKMARKs so an idle watcher can resume
+//! without relisting.
+
+use super::error::{ApiFailure, ApiResult};
+use super::filter::Filter;
+use super::objects::Target;
+use super::ApiState;
+use crate::registry::Change;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::Response;
+use reef_api::{WatchEvent, WatchEventType};
+use serde_json::json;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+pub fn stream(
+    state: Arc<ApiState>,
+    target: Target,
+    filter: Filter,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let since = match query.get("since") {
+        Some(rev) => rev.parse().map_err(|_| {
+            ApiFailure::bad_request(format!("since={rev:?} is not a revision number"))
+        })?,
+        None => state.registry.store().revision(),
+    };
+    let mut changes = state
+        .registry
+        .watch(target.kind, target.namespace.as_deref(), since)?;
+    let sse = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let bookmark_every = state.bookmark_interval;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        // The last revision this stream has fully delivered: a safe resume point.
+        let mut delivered = since;
+        let mut ticker = tokio::time::interval(bookmark_every);
+        ticker.tick().await;
+        loop {
+            let event = tokio::select! {
+                change = changes.recv() => match change {
+                    Some(Change { kind, object, revision }) => {
+                        delivered = revision;
+                        if !filter.matches(&object) {
+                            continue;
+                        }
+                        WatchEvent { kind, object: serde_json::to_value(object).unwrap_or_default() }
+                    }
+                    // The store dropped a watcher that fell behind: end the stream, the client resumes.
+                    None => break,
+                },
+                _ = ticker.tick() => WatchEvent {
+                    kind: WatchEventType::Bookmark,
+                    object: json!({"metadata": {"resource_version": delivered}}),
+                },
+            };
+            if tx.send(Ok(frame(&event, sse))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/x-ndjson"
+    };
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+fn frame(event: &WatchEvent, sse: bool) -> Bytes {
+    let json = serde_json::to_string(event).unwrap_or_default();
+    if sse {
+        Bytes::from(format!("data: {json}\n\n"))
+    } else {
+        Bytes::from(format!("{json}\n"))
+    }
+}

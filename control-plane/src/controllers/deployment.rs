@@ -1,0 +1,313 @@
+//! Deployment → pods: keeps `replicas` pods of the current template, replacing pods
+//! of an older template as a rolling update bounded by max surge / max unavailable,
+//! and replacing pods that are gone or finished.
+
+use crate::registry::{new_uid, BatchWrite, Precondition, Registry, Result, TEMPLATE_HASH_LABEL};
+use rand::Rng;
+use reef_api::*;
+use sha2::{Digest, Sha256};
+
+/// A short, stable hash of what the pods are made from: template and labels.
+pub fn template_hash(deployment: &Deployment) -> String {
+    let canonical = serde_json::json!({
+        "template": deployment.spec.template,
+        "labels": deployment.metadata.labels,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    hex::encode(&digest[..5])
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn new_pod(deployment: &Deployment, hash: &str) -> Pod {
+    let mut labels = deployment.metadata.labels.clone();
+    labels.insert(TEMPLATE_HASH_LABEL.to_string(), hash.to_string());
+    Object {
+        kind: Kind::Pod,
+        metadata: Metadata {
+            name: format!("{}-{hash}-{}", deployment.metadata.name, random_suffix()),
+            namespace: deployment.metadata.namespace.clone(),
+            labels,
+            owner: Some(OwnerRef {
+                kind: Kind::Deployment,
+                name: deployment.metadata.name.clone(),
+                uid: deployment.metadata.uid.clone(),
+            }),
+            ..Metadata::default()
+        },
+        spec: deployment.spec.template.clone(),
+        status: PodStatus::default(),
+    }
+}
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(pod.status.phase, Phase::Succeeded | Phase::Failed)
+}
+
+/// What one reconcile decided: pods to create and pods to delete.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    pub create: u32,
+    /// Names of pods to delete.
+    pub delete: Vec<String>,
+}
+
+/// The rolling-update arithmetic, pure: given the current pods, what to do now.
+pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
+    let replicas = deployment.spec.replicas;
+    let strategy = deployment.spec.strategy;
+    let mut plan = Plan::default();
+    let mut current: Vec<&Pod> = Vec::new();
+    let mut old: Vec<&Pod> = Vec::new();
+    for pod in pods {
+        if is_finished(pod) && deployment.spec.template.restart == RestartPolicy::Always {
+            // A finished pod of a restart-always deployment will never serve again.
+            plan.delete.push(pod.metadata.name.clone());
+        } else if pod
+            .metadata
+            .labels
+            .get(TEMPLATE_HASH_LABEL)
+            .map(String::as_str)
+            == Some(hash)
+        {
+            current.push(pod);
+        } else {
+            old.push(pod);
+        }
+    }
+    // Not-ready pods go first, then the youngest.
+    let by_removal_order = |a: &&Pod, b: &&Pod| {
+        (a.status.ready, b.metadata.created_at.as_deref())
+            .cmp(&(b.status.ready, a.metadata.created_at.as_deref()))
+    };
+    current.sort_by(by_removal_order);
+    old.sort_by(by_removal_order);
+
+    let current_count = current.len() as u32;
+    if current_count > replicas {
+        let excess = (current_count - replicas) as usize;
+        plan.delete
+            .extend(current.drain(..excess).map(|p| p.metadata.name.clone()));
+    }
+    let total = current.len() as u32 + old.len() as u32;
+    let max_total = replicas + strategy.max_surge;
+    let wanted_new = replicas.saturating_sub(current.len() as u32);
+    plan.create = wanted_new.min(max_total.saturating_sub(total));
+
+    // Old pods go while availability stays at or above replicas - max_unavailable;
+    // not-ready ones cost no availability, so they go at once.
+    let min_available = replicas.saturating_sub(strategy.max_unavailable);
+    let ready_current = current.iter().filter(|p| p.status.ready).count() as u32;
+    let ready_old = old.iter().filter(|p| p.status.ready).count() as u32;
+    let mut available = ready_current + ready_old;
+    for pod in old {
+        if pod.status.ready {
+            if available <= min_available {
+                break;
+            }
+            available -= 1;
+        }
+        plan.delete.push(pod.metadata.name.clone());
+    }
+    plan
+}
+
+/// Reconciles every deployment against its pods.
+pub async fn reconcile_all(registry: &Registry) -> Result<()> {
+    let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
+    let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
+    for deployment in &deployments {
+        let owned: Vec<&Pod> = pods
+            .iter()
+            .filter(|p| {
+                p.metadata.namespace == deployment.metadata.namespace
+                    && p.metadata
+                        .owner
+                        .as_ref()
+                        .is_some_and(|o| o.uid == deployment.metadata.uid)
+            })
+            .collect();
+        reconcile(registry, deployment, &owned).await?;
+    }
+    Ok(())
+}
+
+async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) -> Result<()> {
+    let hash = template_hash(deployment);
+    let plan = plan(deployment, &hash, pods);
+    let mut writes = Vec::new();
+    for name in &plan.delete {
+        if let Some(pod) = pods.iter().find(|p| &p.metadata.name == name) {
+            writes.push(BatchWrite::Delete(pod.to_raw()?));
+        }
+    }
+    if !writes.is_empty() {
+        // Compare-and-swap against what we read: a stale view changes nothing.
+        registry.write_batch(writes).await?;
+    }
+    for _ in 0..plan.create {
+        let pod = new_pod(deployment, &hash);
+        let mut raw = pod.to_raw()?;
+        raw.metadata.uid = new_uid();
+        registry.put(&raw, Precondition::CreateOnly).await?;
+    }
+    let deleted = |p: &&&Pod| !plan.delete.contains(&p.metadata.name);
+    let live: Vec<&&Pod> = pods.iter().filter(deleted).collect();
+    let status = DeploymentStatus {
+        replicas: live.len() as u32 + plan.create,
+        ready_replicas: live.iter().filter(|p| p.status.ready).count() as u32,
+        updated_replicas: live
+            .iter()
+            .filter(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash))
+            .count() as u32
+            + plan.create,
+        observed_generation: deployment.metadata.generation,
+        template_hash: hash,
+    };
+    if status != deployment.status {
+        let value = serde_json::to_value(&status)?;
+        let ns = deployment.metadata.namespace.as_deref();
+        let result = registry
+            .put_status(
+                Kind::Deployment,
+                ns,
+                &deployment.metadata.name,
+                value,
+                Some(deployment.metadata.resource_version),
+            )
+            .await;
+        match result {
+            // The deployment changed since we read it; the next pass sees the new one.
+            Err(
+                crate::registry::RegistryError::Conflict(_)
+                | crate::registry::RegistryError::NotFound { .. },
+            ) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+    fn deployment(replicas: u32, surge: u32, unavailable: u32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default", "uid": "d1"},
+            "spec": {"replicas": replicas, "strategy": {"max_surge": surge, "max_unavailable": unavailable},
+                     "template": {"component": DIGEST}}
+        }))
+        .expect("deployment")
+    }
+
+    fn pod(name: &str, hash: &str, ready: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {TEMPLATE_HASH_LABEL: hash},
+                         "created_at": format!("2026-01-01T00:00:0{}Z", name.len() % 10)},
+            "spec": {"component": DIGEST},
+            "status": {"phase": if ready {"Running"} else {"Pending"}, "ready": ready}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn fresh_deployment_creates_all_replicas_within_surge_budget() {
+        let d = deployment(3, 1, 0);
+        let p = plan(&d, "h1", &[]);
+        assert_eq!(
+            p,
+            Plan {
+                create: 3,
+                delete: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn rolling_update_surges_one_and_keeps_availability() {
+        let d = deployment(2, 1, 0);
+        let old = [pod("a", "old", true), pod("b", "old", true)];
+        let refs: Vec<&Pod> = old.iter().collect();
+        let p = plan(&d, "new", &refs);
+        assert_eq!(p.create, 1, "{p:?}");
+        assert!(
+            p.delete.is_empty(),
+            "no old pod may go before a new one is ready: {p:?}"
+        );
+
+        // One new pod ready: one old may go, one more new may start.
+        let pods = [
+            pod("a", "old", true),
+            pod("b", "old", true),
+            pod("c", "new", true),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = plan(&d, "new", &refs);
+        assert_eq!(p.delete.len(), 1, "{p:?}");
+        assert_eq!(
+            p.create, 0,
+            "surge budget is used up until an old pod is gone: {p:?}"
+        );
+
+        // Both new ready: the last old goes.
+        let pods = [
+            pod("b", "old", true),
+            pod("c", "new", true),
+            pod("d", "new", true),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = plan(&d, "new", &refs);
+        assert_eq!(
+            p,
+            Plan {
+                create: 0,
+                delete: vec!["b".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn not_ready_old_pods_go_at_once() {
+        let d = deployment(2, 1, 0);
+        let pods = [pod("a", "old", false), pod("b", "old", false)];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = plan(&d, "new", &refs);
+        assert_eq!(p.delete.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn scale_down_removes_unready_first() {
+        let d = deployment(1, 1, 0);
+        let pods = [pod("a", "h", true), pod("b", "h", false)];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = plan(&d, "h", &refs);
+        assert_eq!(
+            p,
+            Plan {
+                create: 0,
+                delete: vec!["b".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn steady_state_does_nothing() {
+        let d = deployment(2, 1, 0);
+        let pods = [pod("a", "h", true), pod("b", "h", true)];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        assert_eq!(plan(&d, "h", &refs), Plan::default());
+    }
+}

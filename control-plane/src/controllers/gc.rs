@@ -1,0 +1,34 @@
+//! Garbage collection: objects whose owner no longer exists are deleted.
+
+use crate::registry::{Registry, RegistryError, Result};
+use reef_api::*;
+use std::collections::HashSet;
+
+pub async fn reconcile_all(registry: &Registry) -> Result<()> {
+    let (deployments, _) = registry.list(Kind::Deployment, None)?;
+    let owners: HashSet<&str> = deployments
+        .iter()
+        .map(|d| d.metadata.uid.as_str())
+        .collect();
+    let (pods, _) = registry.list(Kind::Pod, None)?;
+    for pod in pods {
+        let Some(owner) = &pod.metadata.owner else {
+            continue;
+        };
+        if owner.kind == Kind::Deployment && !owners.contains(owner.uid.as_str()) {
+            let result = registry
+                .delete(
+                    Kind::Pod,
+                    pod.metadata.namespace.as_deref(),
+                    &pod.metadata.name,
+                    Some(pod.metadata.resource_version),
+                )
+                .await;
+            match result {
+                Ok(_) | Err(RegistryError::NotFound { .. } | RegistryError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

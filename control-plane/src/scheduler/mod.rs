@@ -1,0 +1,123 @@
+//! The scheduler (leader only): binds Pending pods to nodes that fit them.
+//!
+//! Each pass reads a snapshot of nodes and pods from the store, plans with the pure
+//! [`plan::place`], and binds in batches: one Raft transaction per batch, each pod
+//! compare-and-swap on the revision it was read at.
+
+pub mod plan;
+
+use crate::events;
+use crate::registry::{BatchWrite, Registry, Result};
+use plan::{Decision, NodeView, Policy};
+use reef_api::{Kind, Node, ObjectRef, Phase, Pod};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Pods bound per Raft entry: big enough to amortise consensus, small enough to
+/// keep entries well under a megabyte.
+const BIND_BATCH: usize = 500;
+
+pub struct Scheduler {
+    registry: Registry,
+    policy: Policy,
+}
+
+impl Scheduler {
+    pub fn new(registry: Registry, policy: Policy) -> Scheduler {
+        Scheduler { registry, policy }
+    }
+
+    /// Runs until the process ends; passes happen only while this member leads.
+    pub async fn run(self) {
+        let registry = self.registry.clone();
+        crate::reconcile::run(
+            "scheduler",
+            registry,
+            &[Kind::Pod, Kind::Node],
+            Duration::from_secs(5),
+            || self.pass(),
+        )
+        .await
+    }
+
+    /// One scheduling pass over every unbound pod.
+    pub async fn pass(&self) -> Result<()> {
+        let nodes: Vec<Node> = self.registry.list_typed(Kind::Node, None)?;
+        let pods: Vec<Pod> = self.registry.list_typed(Kind::Pod, None)?;
+        let mut views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+        let index: HashMap<String, usize> = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (v.name.clone(), i))
+            .collect();
+        let mut pending = Vec::new();
+        for pod in &pods {
+            if matches!(pod.status.phase, Phase::Succeeded | Phase::Failed) {
+                continue;
+            }
+            match &pod.spec.node {
+                Some(node) => {
+                    if let Some(&i) = index.get(node) {
+                        views[i].claim(pod);
+                    }
+                }
+                None => pending.push(pod),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Oldest first, so a stream of new pods cannot starve an old one.
+        pending.sort_by(|a, b| {
+            (
+                a.metadata.created_at.as_deref(),
+                a.metadata.resource_version,
+            )
+                .cmp(&(
+                    b.metadata.created_at.as_deref(),
+                    b.metadata.resource_version,
+                ))
+        });
+        let decisions = plan::place(&pending, &mut views, self.policy);
+        let mut binds = Vec::new();
+        for (pod, decision) in pending.iter().zip(&decisions) {
+            match decision {
+                Decision::Bind(node) => {
+                    let mut bound = (*pod).clone();
+                    bound.spec.node = Some(node.clone());
+                    binds.push(BatchWrite::Spec(bound.to_raw()?));
+                }
+                Decision::Unschedulable { .. } => {
+                    let message = decision.message().unwrap_or_default();
+                    let involved = ObjectRef {
+                        kind: Kind::Pod,
+                        name: pod.metadata.name.clone(),
+                    };
+                    events::record(
+                        &self.registry,
+                        pod.namespace(),
+                        involved,
+                        "FailedScheduling",
+                        &message,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let mut bound = 0;
+        while !binds.is_empty() {
+            let rest = binds.split_off(binds.len().min(BIND_BATCH));
+            let batch = std::mem::replace(&mut binds, rest);
+            let size = batch.len();
+            match self.registry.write_batch(batch).await? {
+                Some(_) => bound += size,
+                // A pod changed under us: the next pass replans from fresh state.
+                None => tracing::debug!("bind batch of {size} lost a race; will replan"),
+            }
+        }
+        if bound > 0 {
+            tracing::info!("bound {bound} pod(s)");
+        }
+        Ok(())
+    }
+}
