@@ -1,0 +1,497 @@
+//! The wasmtime runtime against real components: `examples/hello` and the
+//! test guest in `tests/guests/`, built for wasm32-wasip2 on first use.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use reef_node::runtime::{
+    digest_of, HandleError, HttpComponent, HttpPod, PodSettings, PrepareError, Runtime,
+    RuntimeConfig,
+};
+use tokio::net::TcpListener;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The target dir this test was built in (`CARGO_TARGET_TMPDIR` is its
+/// `tmp/`), so guests share compiled dependencies with everything else.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join(".."))
+}
+
+/// One build at a time, once per test process.
+static BUILD: Mutex<()> = Mutex::new(());
+
+fn run(command: &mut Command) {
+    let status = command
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// `examples/hello/hello.wasm`, built by `examples/build.sh` if missing so
+/// `cargo test` works on a fresh clone.
+fn hello_wasm() -> Vec<u8> {
+    let path = repo_root().join("examples/hello/hello.wasm");
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        run(&mut Command::new(repo_root().join("examples/build.sh")));
+    }
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The test guest, rebuilt (a no-op when fresh) once per process.
+fn test_guest_wasm() -> Vec<u8> {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/Cargo.toml");
+        run(Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(&manifest));
+        let path = target_dir().join("wasm32-wasip2/release/reef_test_guest.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    })
+    .clone()
+}
+
+/// One runtime for every test, so each component compiles once.
+fn runtime() -> Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            Runtime::new(RuntimeConfig {
+                max_instances: 64,
+                ..RuntimeConfig::default()
+            })
+            .expect("runtime")
+        })
+        .clone()
+}
+
+async fn prepare(wasm: &[u8]) -> HttpComponent {
+    runtime()
+        .prepare_http(&digest_of(wasm), wasm)
+        .await
+        .expect("prepare_http")
+}
+
+fn settings(env: &[(&str, &str)]) -> PodSettings {
+    PodSettings {
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..PodSettings::default()
+    }
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", "test.local")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Status and body text, or the error.
+async fn call<B>(pod: &HttpPod, req: Request<B>) -> Result<(StatusCode, String), HandleError>
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let response = pod.handle(req).await?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+#[tokio::test]
+async fn hello_answers_with_its_env_and_path() {
+    let hello = prepare(&hello_wasm()).await;
+    let pod = HttpPod::new(hello, settings(&[("GREETING", "hi")]));
+    let (status, body) = call(&pod, get("/world")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("hi") && body.contains("/world"), "{body:?}");
+    assert_eq!(body, "hi from reef! path=/world\n");
+}
+
+#[tokio::test]
+async fn pods_of_one_component_keep_their_own_env() {
+    let hello = prepare(&hello_wasm()).await;
+    let hi = HttpPod::new(hello.clone(), settings(&[("GREETING", "hi")]));
+    let hey = HttpPod::new(hello.clone(), settings(&[("GREETING", "hey")]));
+    let plain = HttpPod::new(hello, settings(&[]));
+    for _ in 0..3 {
+        assert_eq!(
+            call(&hi, get("/a")).await.unwrap().1,
+            "hi from reef! path=/a\n"
+        );
+        assert_eq!(
+            call(&hey, get("/b?x=1")).await.unwrap().1,
+            "hey from reef! path=/b?x=1\n"
+        );
+        assert_eq!(
+            call(&plain, get("/")).await.unwrap().1,
+            "hello from reef! path=/\n"
+        );
+    }
+}
+
+#[tokio::test]
+async fn guests_see_only_their_pod_env() {
+    let pod = HttpPod::new(
+        prepare(&test_guest_wasm()).await,
+        settings(&[("A", "1"), ("B", "two")]),
+    );
+    assert_eq!(call(&pod, get("/env")).await.unwrap().1, "A=1\nB=two\n");
+}
+
+#[tokio::test]
+async fn bad_bytes_get_clear_errors() {
+    let rt = runtime();
+    let garbage = b"this is not wasm at all";
+    let err = rt
+        .prepare_http(&digest_of(garbage), garbage)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::NotAComponent(_)), "{err}");
+    assert!(
+        err.to_string().contains("not a WebAssembly component"),
+        "{err}"
+    );
+
+    let core_module = b"\0asm\x01\0\0\0";
+    let err = rt
+        .prepare_http(&digest_of(core_module), core_module)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("core wasm module"), "{err}");
+
+    // Right header, broken body: wasmtime's own error, wrapped.
+    let truncated = b"\0asm\x0d\0\x01\0\x07";
+    let err = rt
+        .prepare_http(&digest_of(truncated), truncated)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::Compile(_)), "{err}");
+
+    let hello = hello_wasm();
+    let err = rt
+        .prepare_http(&digest_of(b"other"), &hello)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::DigestMismatch { .. }), "{err}");
+    let err = rt.prepare_http("sha256:nope", &hello).await.unwrap_err();
+    assert!(matches!(err, PrepareError::BadDigest(_)), "{err}");
+}
+
+#[tokio::test]
+async fn serves_over_a_real_connection() {
+    let pod = HttpPod::new(
+        prepare(&hello_wasm()).await,
+        settings(&[("GREETING", "yo")]),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let pod = pod.clone();
+            async move {
+                let response = pod.handle(req).await.expect("handle");
+                Ok::<_, Infallible>(response.map(|body| body.boxed()))
+            }
+        });
+        hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+            .unwrap();
+    });
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for path in ["/one", "/two?q=1"] {
+        let response = sender
+            .send_request(
+                Request::get(path)
+                    .header("host", "x")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("yo from reef! path={path}\n").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_reach_the_guest() {
+    let pod = HttpPod::new(prepare(&test_guest_wasm()).await, settings(&[]));
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let req = Request::post("/echo")
+        .header("host", "x")
+        .body(Full::new(Bytes::from(payload.clone())))
+        .unwrap();
+    let response = pod.handle(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), payload.len());
+    assert!(body == payload);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_times_out_without_starving_others() {
+    let guest = prepare(&test_guest_wasm()).await;
+    let spinner = HttpPod::new(
+        guest.clone(),
+        PodSettings {
+            timeout: Duration::from_millis(800),
+            ..settings(&[])
+        },
+    );
+    let started = Instant::now();
+    let spinning = tokio::spawn(async move { call(&spinner, get("/spin")).await });
+
+    // One thread, and the spinner is on it: only its yields let this through.
+    tokio::task::yield_now().await;
+    let other = HttpPod::new(guest, settings(&[]));
+    let (status, _) = call(&other, get("/echo")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let err = spinning.await.unwrap().unwrap_err();
+    assert_eq!(err, HandleError::Timeout);
+    assert_eq!(err.status(), StatusCode::GATEWAY_TIMEOUT);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_guest_blocked_on_io_times_out() {
+    let pod = HttpPod::new(
+        prepare(&test_guest_wasm()).await,
+        PodSettings {
+            timeout: Duration::from_millis(300),
+            ..settings(&[])
+        },
+    );
+    let started = Instant::now();
+    assert_eq!(
+        call(&pod, get("/sleep?ms=5000")).await.unwrap_err(),
+        HandleError::Timeout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(call(&pod, get("/sleep?ms=10")).await.unwrap().1, "slept\n");
+}
+
+#[tokio::test]
+async fn memory_stays_within_the_pod_budget() {
+    let guest = prepare(&test_guest_wasm()).await;
+    let pod = HttpPod::new(
+        guest.clone(),
+        PodSettings {
+            memory_bytes: 16 << 20,
+            ..settings(&[])
+        },
+    );
+    assert_eq!(
+        call(&pod, get("/alloc?mib=4")).await.unwrap().0,
+        StatusCode::OK
+    );
+    let err = call(&pod, get("/alloc?mib=64")).await.unwrap_err();
+    assert!(matches!(err, HandleError::OutOfMemory(_)), "{err:?}");
+    assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // The instance is gone and so is its memory; the pod still serves.
+    assert_eq!(pod.memory_in_use(), 0);
+    assert_eq!(
+        call(&pod, get("/alloc?mib=4")).await.unwrap().0,
+        StatusCode::OK
+    );
+
+    // A budget below what an instance needs to start: nothing starts.
+    let tiny = HttpPod::new(
+        guest,
+        PodSettings {
+            memory_bytes: 64 << 10,
+            ..settings(&[])
+        },
+    );
+    let err = call(&tiny, get("/echo")).await.unwrap_err();
+    assert!(matches!(err, HandleError::Unavailable(_)), "{err:?}");
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_panic_is_a_trap_of_that_instance_only() {
+    let pod = HttpPod::new(prepare(&test_guest_wasm()).await, settings(&[]));
+    let err = call(&pod, get("/panic")).await.unwrap_err();
+    assert!(matches!(err, HandleError::Trap(_)), "{err:?}");
+    assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(call(&pod, get("/echo")).await.unwrap().0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn outbound_http_only_to_listed_authorities() {
+    // An upstream that counts the requests that reach it.
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        async {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from("up"))))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let guest = prepare(&test_guest_wasm()).await;
+    let fetch = format!("/fetch?authority={addr}");
+    let closed = HttpPod::new(guest.clone(), settings(&[]));
+    let (status, body) = call(&closed, get(&fetch)).await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+
+    let other_port = HttpPod::new(
+        guest.clone(),
+        PodSettings {
+            outbound: vec![
+                format!("127.0.0.1:{}", addr.port() + 1),
+                "*.example.com".into(),
+            ],
+            ..settings(&[])
+        },
+    );
+    let (_, body) = call(&other_port, get(&fetch)).await.unwrap();
+    assert!(body.contains("HttpRequestDenied"), "{body}");
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a denied request connected"
+    );
+
+    let open = HttpPod::new(
+        guest,
+        PodSettings {
+            outbound: vec![addr.to_string()],
+            ..settings(&[])
+        },
+    );
+    let (status, body) = call(&open, get(&fetch)).await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "upstream status 200\n")
+    );
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_without_host_is_refused() {
+    let pod = HttpPod::new(prepare(&hello_wasm()).await, settings(&[]));
+    let req = Request::get("/x").body(Empty::<Bytes>::new()).unwrap();
+    let err = pod.handle(req).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+}
+
+/// Rough figures for the report, not assertions:
+/// `cargo test -p reef-node --test runtime -- --ignored --nocapture figures`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn figures() {
+    let wasm = hello_wasm();
+    println!("hello.wasm: {} bytes", wasm.len());
+    let fresh = Runtime::new(RuntimeConfig {
+        max_instances: 64,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let started = Instant::now();
+    let hello = fresh.prepare_http(&digest_of(&wasm), &wasm).await.unwrap();
+    println!("compile + pre-instantiate: {:?}", started.elapsed());
+    let started = Instant::now();
+    fresh.prepare_http(&digest_of(&wasm), &wasm).await.unwrap();
+    println!("prepare again (memoised): {:?}", started.elapsed());
+
+    let pod = HttpPod::new(hello, settings(&[("GREETING", "hi")]));
+    for _ in 0..200 {
+        call(&pod, get("/world")).await.unwrap();
+    }
+    let n = 5000;
+    let started = Instant::now();
+    for _ in 0..n {
+        call(&pod, get("/world")).await.unwrap();
+    }
+    let per = started.elapsed() / n;
+    println!(
+        "sequential HttpPod::handle + body: {per:?} per request ({:.0}/s)",
+        1.0 / per.as_secs_f64()
+    );
+
+    let tasks: Vec<_> = (0..2)
+        .map(|_| {
+            let pod = pod.clone();
+            tokio::spawn(async move {
+                for _ in 0..n / 2 {
+                    call(&pod, get("/world")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    println!(
+        "2 concurrent loops: {:.0} requests/s",
+        n as f64 / started.elapsed().as_secs_f64()
+    );
+}
