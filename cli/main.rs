@@ -1,1 +1,176 @@
-fn main() {}
+//! `reef`: the one binary. Client verbs (`apply`, `get`, `describe`, `delete`) talk to
+//! the API; `up`, `control-plane` and `node` run daemons (DESIGN §5).
+//!
+//! Exit codes: 0 ok; 2 bad usage or bad input (including the server's 400/422);
+//! 1 anything else that failed.
+
+mod daemons;
+mod output;
+mod verbs;
+
+use clap::{Parser, Subcommand};
+use reef_api::ClientError;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    pub fn other(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        let code = match e.status() {
+            Some(400 | 422) => 2,
+            _ => 1,
+        };
+        let message = match &e {
+            ClientError::Api(api) => match &api.field {
+                Some(field) => format!("error: {field}: {}", api.message),
+                None => format!("error: {}", api.message),
+            },
+            other => format!("error: {other}"),
+        };
+        Failure { code, message }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::other(format!("error: {e:#}"))
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+#[derive(Parser)]
+#[command(
+    name = "reef",
+    version,
+    about = "A Kubernetes-style orchestrator for WebAssembly components"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a dev cluster in one process: a control-plane member, a node and its proxy.
+    Up(daemons::UpArgs),
+    /// Run one control-plane member.
+    ControlPlane(daemons::ControlPlaneArgs),
+    /// Run one worker node.
+    Node(daemons::NodeArgs),
+    /// Create or update the objects of a manifest file, as one transaction.
+    Apply {
+        /// The TOML manifest.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Wait until every deployment in the file has rolled out.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List objects, or show one.
+    Get(verbs::GetArgs),
+    /// Show an object, its status and its recent events.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Delete an object, or every object of a manifest file.
+    Delete {
+        kind: Option<String>,
+        name: Option<String>,
+        #[arg(short = 'f', long = "filename", conflicts_with_all = ["kind", "name"])]
+        file: Option<PathBuf>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=warn,cranelift=warn,wasmtime=warn")
+    });
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(
+        cli.command,
+        Command::Up(_) | Command::ControlPlane(_) | Command::Node(_)
+    );
+    if daemon {
+        init_tracing();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => daemons::up(args).await,
+            Command::ControlPlane(args) => daemons::control_plane(args).await,
+            Command::Node(args) => daemons::node(args).await,
+            Command::Apply {
+                file,
+                namespace,
+                wait,
+            } => verbs::apply(&file, namespace, wait).await,
+            Command::Get(args) => verbs::get(args).await,
+            Command::Describe {
+                kind,
+                name,
+                namespace,
+            } => verbs::describe(&kind, &name, namespace).await,
+            Command::Delete {
+                kind,
+                name,
+                file,
+                namespace,
+            } => verbs::delete(kind, name, file, namespace).await,
+        }
+    });
+    // Daemons leave tasks behind; don't wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

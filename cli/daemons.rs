@@ -1,0 +1,343 @@
+//! The daemons: `reef up` (everything in one process), `reef control-plane` and
+//! `reef node`. Each binds its ports first (port 0 works), prints one
+//! `reef: listening …` line and writes the same to `DATA_DIR/addresses`.
+
+use crate::{verbs, CliResult, Failure};
+use anyhow::Context;
+use reef_api::config::{self, ClientConfig};
+use reef_api::quantity::{Cpu, Memory};
+use reef_api::{Client, Kind, Labels, NodeSpec, NodeStatus, Resources};
+use reef_control_plane::apiserver::ApiConfig;
+use reef_control_plane::member::{Member, MemberConfig};
+use reef_control_plane::scheduler::plan::Policy;
+use reef_node::agent::AgentConfig;
+use reef_node::daemon::{self, NodeConfig};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+#[derive(clap::Args)]
+pub struct NodeTuning {
+    /// CPU this node offers to pods.
+    #[arg(long, env = "REEF_CPU", default_value = "2000m")]
+    cpu: Cpu,
+    /// Memory this node offers to pods.
+    #[arg(long, env = "REEF_MEMORY", default_value = "4Gi")]
+    memory: Memory,
+    /// How many pods this node runs at most (also sizes the instance pool).
+    #[arg(long, env = "REEF_PODS", default_value_t = 1000)]
+    pods: u32,
+    /// Node labels, k=v,k2=v2.
+    #[arg(long, env = "REEF_LABELS", default_value = "")]
+    labels: String,
+    /// How often the agent renews its lease.
+    #[arg(long, env = "REEF_HEARTBEAT", default_value = "5s")]
+    heartbeat: reef_api::quantity::Timeout,
+}
+
+#[derive(clap::Args)]
+pub struct ControlPlaneTuning {
+    /// spread (least allocated first) or binpack.
+    #[arg(long, env = "REEF_SCHEDULER_POLICY", default_value = "spread")]
+    scheduler_policy: Policy,
+    /// Largest component upload accepted, in bytes.
+    #[arg(long, env = "REEF_MAX_BLOB_SIZE", default_value_t = 64 << 20)]
+    max_blob_size: usize,
+}
+
+impl ControlPlaneTuning {
+    fn api(&self) -> ApiConfig {
+        ApiConfig {
+            max_blob_size: self.max_blob_size,
+            ..ApiConfig::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where the cluster keeps its state [default: $XDG_DATA_HOME/reef].
+    #[arg(long, env = "REEF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// API address (port 0 picks a free port).
+    #[arg(long, env = "REEF_API", default_value = "127.0.0.1:7070")]
+    api: String,
+    /// Ingress address of the node proxy.
+    #[arg(long, env = "REEF_INGRESS", default_value = "127.0.0.1:8080")]
+    ingress: String,
+    /// Manifests to apply once the cluster is ready.
+    #[arg(long)]
+    apply: Vec<PathBuf>,
+    /// Name of the node inside this process.
+    #[arg(long, env = "REEF_NODE_NAME", default_value = "local")]
+    node_name: String,
+    #[command(flatten)]
+    node: NodeTuning,
+    #[command(flatten)]
+    control_plane: ControlPlaneTuning,
+}
+
+#[derive(clap::Args)]
+pub struct ControlPlaneArgs {
+    /// This member's id, unique in the cluster.
+    #[arg(long, env = "REEF_ID")]
+    id: u64,
+    #[arg(long, env = "REEF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// API and Raft address (port 0 picks a free port).
+    #[arg(long, env = "REEF_LISTEN")]
+    listen: String,
+    /// The address others use to reach this member [default: the bound one].
+    #[arg(long, env = "REEF_ADVERTISE")]
+    advertise: Option<String>,
+    /// Create a new cluster with this member as its first voter (ignored once the data dir holds state).
+    #[arg(long)]
+    init: bool,
+    #[command(flatten)]
+    tuning: ControlPlaneTuning,
+}
+
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    #[arg(long, env = "REEF_NAME")]
+    name: String,
+    #[arg(long, env = "REEF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Control-plane URLs, comma-separated.
+    #[arg(long, env = "REEF_SERVER")]
+    server: String,
+    /// File holding the cluster's join token (or set REEF_JOIN_TOKEN).
+    #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
+    join_token_file: Option<PathBuf>,
+    /// Ingress address of this node's proxy.
+    #[arg(long, env = "REEF_INGRESS")]
+    ingress: String,
+    #[command(flatten)]
+    tuning: NodeTuning,
+}
+
+async fn bind(what: &str, address: &str) -> Result<TcpListener, Failure> {
+    TcpListener::bind(address).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(" (is another reef running? pick another with --{what}, or port 0 for any free port)")
+        } else {
+            String::new()
+        };
+        Failure::other(format!("error: cannot listen on {address} for {what}: {e}{hint}"))
+    })
+}
+
+/// Prints the `reef: listening` line and writes it to `DATA_DIR/addresses`.
+fn announce(data_dir: &Path, parts: &[(&str, String)]) -> anyhow::Result<()> {
+    let text: Vec<String> = parts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let line = format!("reef: listening {}", text.join(" "));
+    println!("{line}");
+    let path = data_dir.join("addresses");
+    let tmp = data_dir.join("addresses.tmp");
+    std::fs::write(&tmp, format!("{line}\n"))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+fn parse_labels(text: &str) -> Result<Labels, Failure> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| {
+                    Failure::usage(format!("error: --labels: {pair:?} is not key=value"))
+                })
+        })
+        .collect()
+}
+
+fn agent_config(
+    name: String,
+    data_dir: PathBuf,
+    ingress: String,
+    address: String,
+    tuning: &NodeTuning,
+) -> Result<AgentConfig, Failure> {
+    Ok(AgentConfig {
+        name,
+        data_dir,
+        ingress,
+        address,
+        capacity: Resources {
+            cpu: tuning.cpu,
+            memory: tuning.memory,
+            pods: tuning.pods,
+        },
+        labels: parse_labels(&tuning.labels)?,
+        heartbeat: tuning.heartbeat.0,
+    })
+}
+
+async fn wait_for_shutdown() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("shutting down");
+}
+
+/// Polls until the node has registered and is Ready, so applied pods schedule at once.
+async fn wait_for_node(client: &Client, name: &str, timeout: Duration) -> CliResult {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(raw) = client.get(Kind::Node, None, name).await {
+            if raw
+                .typed::<NodeSpec, NodeStatus>()
+                .is_ok_and(|n| n.status.is_ready())
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::other(format!(
+                "error: node {name} did not become ready within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn up(args: UpArgs) -> CliResult {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| Failure::other(format!("error: cannot create {}: {e}", data_dir.display())))?;
+    let api_listener = bind("api", &args.api).await?;
+    let ingress_listener = bind("ingress", &args.ingress).await?;
+    let api_addr = api_listener.local_addr().map_err(anyhow::Error::from)?;
+    let member = Member::start(MemberConfig {
+        id: 1,
+        data_dir: data_dir.clone(),
+        listener: api_listener,
+        advertise: None,
+        init: true,
+        policy: args.control_plane.scheduler_policy,
+        api: args.control_plane.api(),
+    })
+    .await?;
+    let tokens = member
+        .tokens
+        .as_ref()
+        .ok_or_else(|| Failure::other("error: the first member has no tokens"))?;
+    let server = format!("http://{api_addr}");
+    let node_client = Client::new(vec![server.clone()], Some(tokens.join.clone()))?;
+    let ingress_addr = ingress_listener.local_addr().map_err(anyhow::Error::from)?;
+    let agent = agent_config(
+        args.node_name.clone(),
+        data_dir.join("node"),
+        ingress_addr.to_string(),
+        String::new(),
+        &args.node,
+    )?;
+    let node = daemon::start(
+        NodeConfig {
+            agent,
+            ingress: ingress_listener,
+        },
+        node_client,
+    )?;
+    let client_config = ClientConfig {
+        server: vec![server.clone()],
+        token: Some(tokens.admin.clone()),
+        namespace: None,
+    };
+    let config_path = client_config
+        .save()
+        .map_err(|e| Failure::other(format!("error: cannot write the client config: {e}")))?;
+    announce(
+        &data_dir,
+        &[
+            ("api", api_addr.to_string()),
+            ("ingress", ingress_addr.to_string()),
+        ],
+    )?;
+    tracing::info!(data_dir = %data_dir.display(), config = %config_path.display(), "cluster ready");
+    if !args.apply.is_empty() {
+        let admin = Client::new(vec![server], Some(tokens.admin.clone()))?;
+        wait_for_node(&admin, &args.node_name, Duration::from_secs(60)).await?;
+        for file in &args.apply {
+            let manifest = reef_api::manifest::load(file, "default")
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            verbs::apply_manifest(&admin, &manifest).await?;
+        }
+    }
+    wait_for_shutdown().await;
+    node.shutdown();
+    member.shutdown().await;
+    Ok(())
+}
+
+pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        Failure::other(format!(
+            "error: cannot create {}: {e}",
+            args.data_dir.display()
+        ))
+    })?;
+    let listener = bind("listen", &args.listen).await?;
+    let address = listener.local_addr().map_err(anyhow::Error::from)?;
+    let member = Member::start(MemberConfig {
+        id: args.id,
+        data_dir: args.data_dir.clone(),
+        listener,
+        advertise: args.advertise.clone(),
+        init: args.init,
+        policy: args.tuning.scheduler_policy,
+        api: args.tuning.api(),
+    })
+    .await?;
+    announce(&args.data_dir, &[("api", address.to_string())])?;
+    wait_for_shutdown().await;
+    member.shutdown().await;
+    Ok(())
+}
+
+pub async fn node(args: NodeArgs) -> CliResult {
+    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
+        Failure::other(format!(
+            "error: cannot create {}: {e}",
+            args.data_dir.display()
+        ))
+    })?;
+    let token = match (&args.join_token_file, std::env::var("REEF_JOIN_TOKEN")) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .map_err(|e| {
+                Failure::usage(format!("error: --join-token-file {}: {e}", file.display()))
+            })?
+            .trim()
+            .to_string(),
+        (None, Ok(token)) => token,
+        (None, Err(_)) => {
+            return Err(Failure::usage(
+                "error: give --join-token-file FILE or set REEF_JOIN_TOKEN",
+            ))
+        }
+    };
+    let client = Client::new(config::parse_servers(&args.server), Some(token))?;
+    let ingress = bind("ingress", &args.ingress).await?;
+    let ingress_addr = ingress.local_addr().map_err(anyhow::Error::from)?;
+    // Node-to-node forwarding (`--listen`) arrives with cluster-wide routing.
+    let agent = agent_config(
+        args.name.clone(),
+        args.data_dir.clone(),
+        ingress_addr.to_string(),
+        String::new(),
+        &args.tuning,
+    )?;
+    let node = daemon::start(NodeConfig { agent, ingress }, client)?;
+    let parts = vec![("ingress", ingress_addr.to_string())];
+    announce(&args.data_dir, &parts)?;
+    wait_for_shutdown().await;
+    node.shutdown();
+    Ok(())
+}

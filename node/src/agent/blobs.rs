@@ -1,0 +1,47 @@
+//! Component bytes on the node's disk, fetched from the API by digest and verified
+//! against it both when fetched and when read back, so a corrupt file is refetched
+//! rather than run.
+
+use reef_api::Client;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+pub struct BlobCache {
+    dir: PathBuf,
+    client: Client,
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl BlobCache {
+    pub fn new(dir: PathBuf, client: Client) -> BlobCache {
+        BlobCache { dir, client }
+    }
+
+    fn path(&self, digest: &str) -> PathBuf {
+        self.dir.join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// The verified bytes of `digest`, from disk or else from the API.
+    pub async fn get(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let path = self.path(digest);
+        if let Ok(bytes) = tokio::fs::read(&path).await {
+            if digest_of(&bytes) == digest {
+                return Ok(bytes);
+            }
+            tracing::warn!(%digest, "cached blob is corrupt; fetching it again");
+        }
+        let bytes = self.client.get_blob(digest).await?.to_vec();
+        let actual = digest_of(&bytes);
+        if actual != digest {
+            anyhow::bail!("the API served {actual} for {digest}");
+        }
+        tokio::fs::create_dir_all(&self.dir).await?;
+        let tmp = path.with_extension("tmp");
+        tokio::fs::write(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok(bytes)
+    }
+}

@@ -1,0 +1,49 @@
+//! A whole worker node wired together: runtime, agent and proxy.
+
+use crate::agent::{Agent, AgentConfig};
+use crate::pods::PodTable;
+use crate::proxy::Proxy;
+use crate::runtime::{Runtime, RuntimeConfig};
+use reef_api::Client;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct NodeConfig {
+    pub agent: AgentConfig,
+    /// Already bound, so port 0 works and the address is known up front.
+    pub ingress: TcpListener,
+}
+
+pub struct NodeHandle {
+    pub ingress: SocketAddr,
+    pub pods: PodTable,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeHandle {
+    pub fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts the node's agent, route sync and ingress server on the current runtime.
+pub fn start(config: NodeConfig, client: Client) -> anyhow::Result<NodeHandle> {
+    let ingress = config.ingress.local_addr()?;
+    let runtime = Runtime::new(RuntimeConfig::for_pods(config.agent.capacity.pods))?;
+    let pods = PodTable::default();
+    let proxy = Proxy::new(config.agent.name.clone(), pods.clone());
+    let agent = Agent::new(config.agent, client.clone(), runtime, pods.clone());
+    let tasks = vec![
+        proxy.spawn_route_sync(client),
+        tokio::spawn(Arc::clone(&proxy).serve(config.ingress)),
+        tokio::spawn(agent.run()),
+    ];
+    Ok(NodeHandle {
+        ingress,
+        pods,
+        tasks,
+    })
+}

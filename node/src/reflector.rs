@@ -1,0 +1,84 @@
+//! A local mirror of one kind, kept current by list + watch: the node's only view of
+//! cluster state. It relists when the watch's history expired (410) or the stream
+//! broke, so it converges after any outage of the control plane.
+
+use futures::StreamExt;
+use reef_api::{Client, Kind, RawObject, WatchEventType};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub type Mirror = BTreeMap<String, RawObject>;
+
+fn key(obj: &RawObject) -> String {
+    format!("{}/{}", obj.namespace(), obj.metadata.name)
+}
+
+/// Runs forever, calling `on_change` with the whole mirror after the initial list and
+/// after every change. `query` filters server-side (e.g. `node=NAME` for pods).
+pub async fn reflect<F>(client: Client, kind: Kind, query: Vec<(String, String)>, mut on_change: F)
+where
+    F: FnMut(&Mirror),
+{
+    let query_refs = || {
+        query
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let list = match client.list(kind, None, &query_refs()).await {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(kind = %kind, "list failed, retrying in {backoff:?}: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        let mut mirror: Mirror = list.items.into_iter().map(|o| (key(&o), o)).collect();
+        on_change(&mirror);
+        let mut revision = list.resource_version;
+        // Watch until the history runs out; then relist.
+        loop {
+            let mut stream = match client.watch(kind, None, revision, &query_refs()).await {
+                Ok(stream) => Box::pin(stream),
+                Err(e) if e.status() == Some(410) => break,
+                Err(e) => {
+                    tracing::warn!(kind = %kind, "watch failed, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(200);
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { break };
+                if event.kind == WatchEventType::Bookmark {
+                    if let Some(rv) = event
+                        .object
+                        .pointer("/metadata/resource_version")
+                        .and_then(|v| v.as_u64())
+                    {
+                        revision = revision.max(rv);
+                    }
+                    continue;
+                }
+                let Ok(obj) = serde_json::from_value::<RawObject>(event.object) else {
+                    continue;
+                };
+                revision = revision.max(obj.metadata.resource_version);
+                match event.kind {
+                    WatchEventType::Deleted => {
+                        mirror.remove(&key(&obj));
+                    }
+                    _ => {
+                        mirror.insert(key(&obj), obj);
+                    }
+                }
+                on_change(&mirror);
+            }
+        }
+    }
+}

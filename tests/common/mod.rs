@@ -1,0 +1,260 @@
+//! Test harness: starts the real `reef` binary the way a user would, on port 0 with
+//! its own XDG dirs, and talks to it over its ports and its CLI.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REEF: &str = env!("CARGO_BIN_EXE_reef");
+
+/// The repository root (tests run with the package root as cwd, but be explicit).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the example components once per test binary if a fresh clone lacks them.
+pub fn example(name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let wasm = repo()
+        .join("examples")
+        .join(name)
+        .join(format!("{name}.wasm"));
+    BUILD.call_once(|| {
+        if !wasm.exists() {
+            let status = Command::new(repo().join("examples/build.sh"))
+                .status()
+                .expect("run examples/build.sh");
+            assert!(status.success(), "examples/build.sh failed");
+        }
+    });
+    assert!(
+        wasm.exists(),
+        "{} missing after examples/build.sh",
+        wasm.display()
+    );
+    repo().join("examples").join(name).join("app.toml")
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = f().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A `reef up` process with its own home.
+pub struct Cluster {
+    pub home: tempfile::TempDir,
+    child: Option<Child>,
+    pub api: String,
+    pub ingress: String,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.path().join("data")
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.home.path().join("reef-up.log")
+    }
+
+    /// Starts `reef up` on fresh directories.
+    pub async fn start() -> Cluster {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut cluster = Cluster {
+            home,
+            child: None,
+            api: String::new(),
+            ingress: String::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        };
+        cluster.launch().await;
+        cluster
+    }
+
+    /// Starts (or restarts) `reef up` on this cluster's data dir, on new free ports.
+    pub async fn launch(&mut self) {
+        let addresses = self.data_dir().join("addresses");
+        let _ = std::fs::remove_file(&addresses);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("log file");
+        let child = Command::new(REEF)
+            .args([
+                "up",
+                "--api",
+                "127.0.0.1:0",
+                "--ingress",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .envs(self.env())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn reef up");
+        self.child = Some(child);
+        let line = eventually(
+            "reef up to write its addresses",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&addresses).ok();
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    panic!("reef up exited early ({status}):\n{}", self.log_tail());
+                }
+                async move { text.filter(|t| t.ends_with('\n')) }
+            },
+        )
+        .await;
+        for part in line.split_whitespace() {
+            if let Some(api) = part.strip_prefix("api=") {
+                self.api = api.to_string();
+            }
+            if let Some(ingress) = part.strip_prefix("ingress=") {
+                self.ingress = ingress.to_string();
+            }
+        }
+        assert!(
+            !self.api.is_empty() && !self.ingress.is_empty(),
+            "bad addresses line: {line}"
+        );
+    }
+
+    /// The environment every `reef` process of this cluster runs with.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let home = self.home.path();
+        vec![
+            (
+                "XDG_CONFIG_HOME".into(),
+                home.join("config").display().to_string(),
+            ),
+            (
+                "XDG_DATA_HOME".into(),
+                home.join("share").display().to_string(),
+            ),
+            ("HOME".into(), home.display().to_string()),
+            ("RUST_LOG".into(), "info,openraft=warn".into()),
+        ]
+    }
+
+    /// Runs a CLI verb against this cluster.
+    pub fn reef(&self, args: &[&str]) -> Output {
+        Command::new(REEF)
+            .args(args)
+            .envs(self.env())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reef")
+    }
+
+    /// Runs a CLI verb that must succeed; returns its stdout.
+    pub fn reef_ok(&self, args: &[&str]) -> String {
+        let out = self.reef(args);
+        assert!(
+            out.status.success(),
+            "reef {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn get_json(&self, kind: &str) -> serde_json::Value {
+        let out = self.reef_ok(&["get", kind, "-o", "json"]);
+        serde_json::from_str(&out).expect("reef get -o json prints JSON")
+    }
+
+    /// A GET through the node proxy with a Host header: (status, body).
+    pub async fn request(&self, host: &str, path: &str) -> Option<(u16, String)> {
+        let url = format!("http://{}{path}", self.ingress);
+        let response = self.http.get(url).header("host", host).send().await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.text().await.ok()?;
+        Some((status, body))
+    }
+
+    /// Polls until a request answers with `status`; returns the body.
+    pub async fn until_status(
+        &self,
+        host: &str,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+    ) -> String {
+        eventually(
+            &format!("{host}{path} to answer {status}"),
+            timeout,
+            || async move {
+                match self.request(host, path).await {
+                    Some((s, body)) if s == status => Some(body),
+                    _ => None,
+                }
+            },
+        )
+        .await
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(80)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- reef up log (last lines) ---\n{}", self.log_tail());
+        }
+        self.kill9();
+    }
+}
+
+/// Writes `text` as `app.toml` in a fresh dir, with hello.wasm beside it.
+pub fn manifest_dir(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = example("hello").with_file_name("hello.wasm");
+    std::fs::copy(&wasm, dir.path().join("hello.wasm")).expect("copy hello.wasm");
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, text).expect("write manifest");
+    (dir, path)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
