@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 
 /// The configured client and namespace (`-n` beats the config, which beats "default").
 pub fn connect(namespace: Option<String>) -> Result<(Client, String), Failure> {
+    let (config, namespace) = settings(namespace)?;
+    let client = Client::new(config.server, config.token)?;
+    Ok((client, namespace))
+}
+
+/// The client config and the namespace to use, without connecting.
+fn settings(namespace: Option<String>) -> Result<(ClientConfig, String), Failure> {
     let config = ClientConfig::load().map_err(Failure::usage)?;
     let namespace = namespace
         .or(config.namespace.clone())
         .unwrap_or_else(|| "default".to_string());
-    let client = Client::new(config.server, config.token)?;
-    Ok((client, namespace))
+    Ok((config, namespace))
 }
 
 fn parse_kind(kind: &str) -> Result<Kind, Failure> {
@@ -36,8 +42,10 @@ fn load_manifest(file: &Path, namespace: &str) -> Result<manifest::Manifest, Fai
 }
 
 pub async fn apply(file: &Path, namespace: Option<String>, wait: bool) -> CliResult {
-    let (client, namespace) = connect(namespace)?;
+    // Validate locally first: bad input is reported even with no cluster running.
+    let (config, namespace) = settings(namespace)?;
     let manifest = load_manifest(file, &namespace)?;
+    let client = Client::new(config.server, config.token)?;
     apply_manifest(&client, &manifest).await?;
     if wait {
         wait_for_rollout(&client, &manifest, Duration::from_secs(300)).await?;
