@@ -1,1 +1,212 @@
-fn main() {}
+//! `reef-bench`: measures reef against baselines run in the same process, on the same
+//! machine, at the same time, and prints markdown tables for docs/benchmarks.md.
+//!
+//! ```text
+//! reef-bench apply-latency [--reef PATH] [--runs 10]
+//! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
+//! ```
+//! `--reef` defaults to the release binary in `$CARGO_TARGET_DIR` (or `target/`).
+
+mod cluster;
+mod hyper_hello;
+mod wrk;
+
+use anyhow::{bail, Context};
+use cluster::Cluster;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn default_reef() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("release/reef")
+}
+
+struct Args {
+    command: String,
+    reef: PathBuf,
+    runs: usize,
+    seconds: u32,
+    connections: u32,
+    rounds: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let mut parsed = Args {
+        command,
+        reef: default_reef(),
+        runs: 10,
+        seconds: 10,
+        connections: 32,
+        rounds: 3,
+    };
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--reef" => parsed.reef = PathBuf::from(value),
+            "--runs" => parsed.runs = value.parse()?,
+            "--seconds" => parsed.seconds = value.parse()?,
+            "--connections" => parsed.connections = value.parse()?,
+            "--rounds" => parsed.rounds = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(parsed)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Polls `url` with `host` until it answers 200; returns when it did.
+async fn first_200(
+    http: &reqwest::Client,
+    url: &str,
+    host: &str,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(response) = http.get(url).header("host", host).send().await {
+            if response.status().as_u16() == 200 {
+                return Ok(Instant::now());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{host} did not answer 200 within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Time from `reef apply` returning to the first 200 through the proxy, for a new
+/// deployment + service each run. Run 1 compiles the component; later runs reuse it.
+async fn apply_latency(args: &Args) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&args.reef)?;
+    let dir = tempfile::tempdir()?;
+    std::fs::copy(
+        examples_dir().join("hello/hello.wasm"),
+        dir.path().join("hello.wasm"),
+    )
+    .context("examples/hello/hello.wasm (run examples/build.sh)")?;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/", cluster.ingress);
+    println!("| run | `reef apply` wall time (ms) | apply returned → first 200 (ms) |");
+    println!("|---|---|---|");
+    let mut to_200 = Vec::new();
+    let mut applies = Vec::new();
+    for run in 0..args.runs {
+        let manifest = dir.path().join(format!("app-{run}.toml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "[[deployment]]\nname = \"hello-{run}\"\nlabels = {{ app = \"hello-{run}\" }}\ncomponent = \"hello.wasm\"\n\n\
+                 [[service]]\nname = \"hello-{run}\"\nselector = {{ app = \"hello-{run}\" }}\nhost = \"hello-{run}.local\"\n"
+            ),
+        )?;
+        let path = manifest.to_str().context("utf-8 path")?;
+        let start = Instant::now();
+        cluster.reef(&["apply", "-f", path])?;
+        let returned = Instant::now();
+        let answered = first_200(
+            &http,
+            &url,
+            &format!("hello-{run}.local"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let apply_ms = (returned - start).as_secs_f64() * 1000.0;
+        let ms = (answered - returned).as_secs_f64() * 1000.0;
+        println!("| {} | {apply_ms:.1} | {ms:.1} |", run + 1);
+        applies.push(apply_ms);
+        to_200.push(ms);
+    }
+    let first = to_200[0];
+    let max = to_200.iter().copied().fold(0.0, f64::max);
+    println!();
+    println!(
+        "median of {}: apply {:.1} ms, apply → first 200 {:.1} ms (max {max:.1} ms; run 1, which compiles the component, {first:.1} ms)",
+        args.runs,
+        median(&mut applies),
+        median(&mut to_200)
+    );
+    Ok(())
+}
+
+/// Requests/s through the reef proxy to hello, beside a plain hyper server, with
+/// the same wrk settings, interleaved so drift on a shared machine hits both.
+async fn proxy(args: &Args) -> anyhow::Result<()> {
+    let cluster = Cluster::start(&args.reef)?;
+    let app = examples_dir().join("hello/app.toml");
+    cluster.reef(&["apply", "-f", app.to_str().context("utf-8 path")?])?;
+    let http = reqwest::Client::new();
+    let reef_url = format!("http://{}/world", cluster.ingress);
+    first_200(&http, &reef_url, "hello.local", Duration::from_secs(60)).await?;
+    let hyper_addr = hyper_hello::start().await?;
+    let hyper_url = format!("http://{hyper_addr}/world");
+    // Warm both up.
+    wrk::run(&reef_url, "hello.local", args.connections, 2)?;
+    wrk::run(&hyper_url, "hello.local", args.connections, 2)?;
+    println!(
+        "wrk -t2 -c{} -d{}s, {} interleaved rounds",
+        args.connections, args.seconds, args.rounds
+    );
+    println!();
+    println!("| server | round | requests/s | p50 (ms) | p99 (ms) | errors |");
+    println!("|---|---|---|---|---|---|");
+    let (mut reef_rps, mut hyper_rps) = (Vec::new(), Vec::new());
+    for round in 1..=args.rounds {
+        for (name, url, sink) in [
+            ("plain hyper", &hyper_url, &mut hyper_rps),
+            ("reef proxy → hello.wasm", &reef_url, &mut reef_rps),
+        ] {
+            let r = wrk::run(url, "hello.local", args.connections, args.seconds)?;
+            println!(
+                "| {name} | {round} | {:.0} | {:.2} | {:.2} | {} |",
+                r.requests_per_sec, r.p50_ms, r.p99_ms, r.errors
+            );
+            sink.push(r.requests_per_sec);
+        }
+    }
+    let (reef, hyper) = (median(&mut reef_rps), median(&mut hyper_rps));
+    println!();
+    println!(
+        "median requests/s: reef {reef:.0}, plain hyper {hyper:.0}, ratio reef/hyper {:.3}",
+        reef / hyper
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    if !args.reef.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release` or pass --reef PATH",
+            args.reef.display()
+        );
+    }
+    match args.command.as_str() {
+        "apply-latency" => apply_latency(&args).await,
+        "proxy" => proxy(&args).await,
+        _ => bail!("usage: reef-bench apply-latency|proxy [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R]"),
+    }
+}

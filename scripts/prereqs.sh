@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building reef needs beyond the Rust toolchain: libclang (bindgen
+# for RocksDB's bindings), a C++ compiler (RocksDB itself) and the wasm32-wasip2
+# target (the example components). Idempotent; sourced by the other scripts.
+set -euo pipefail
+
+need_apt=()
+dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+if ((${#need_apt[@]})); then
+    echo "prereqs: installing ${need_apt[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo_cmd apt-get update -qq
+    $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+fi
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
