@@ -116,6 +116,11 @@ pub struct NodeArgs {
     tuning: NodeTuning,
 }
 
+fn create_dir(dir: &Path) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Failure::other(format!("error: cannot create {}: {e}", dir.display())))
+}
+
 async fn bind(what: &str, address: &str) -> Result<TcpListener, Failure> {
     TcpListener::bind(address).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -210,8 +215,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| Failure::other(format!("error: cannot create {}: {e}", data_dir.display())))?;
+    create_dir(&data_dir)?;
     let api_listener = bind("api", &args.api).await?;
     let ingress_listener = bind("ingress", &args.ingress).await?;
     let api_addr = api_listener.local_addr().map_err(anyhow::Error::from)?;
@@ -278,12 +282,7 @@ pub async fn up(args: UpArgs) -> CliResult {
 }
 
 pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        Failure::other(format!(
-            "error: cannot create {}: {e}",
-            args.data_dir.display()
-        ))
-    })?;
+    create_dir(&args.data_dir)?;
     let listener = bind("listen", &args.listen).await?;
     let address = listener.local_addr().map_err(anyhow::Error::from)?;
     let member = Member::start(MemberConfig {
@@ -303,12 +302,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
 }
 
 pub async fn node(args: NodeArgs) -> CliResult {
-    std::fs::create_dir_all(&args.data_dir).map_err(|e| {
-        Failure::other(format!(
-            "error: cannot create {}: {e}",
-            args.data_dir.display()
-        ))
-    })?;
+    create_dir(&args.data_dir)?;
     let token = match (&args.join_token_file, std::env::var("REEF_JOIN_TOKEN")) {
         (Some(file), _) => std::fs::read_to_string(file)
             .map_err(|e| {

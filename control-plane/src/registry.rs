@@ -348,31 +348,36 @@ impl Registry {
     /// Creates or replaces an object's metadata and spec.
     pub async fn put(&self, incoming: &RawObject, precondition: Precondition) -> Result<RawObject> {
         loop {
-            let (mut next, check, _) = self.prepare_spec(incoming, precondition)?;
-            let k = key(
-                next.kind,
-                next.metadata.namespace.as_deref(),
-                &next.metadata.name,
-            );
-            let txn = Txn {
-                checks: vec![check],
-                ops: vec![Op::Put {
-                    key: k,
-                    value: encode(&next)?,
-                }],
-            };
-            let outcome = self.store.txn(txn).await?;
-            if outcome.succeeded {
-                next.metadata.resource_version = outcome.revision;
-                return Ok(next);
+            let (next, check, _) = self.prepare_spec(incoming, precondition)?;
+            if let Some(stored) = self.write_checked(check, next).await? {
+                return Ok(stored);
             }
             if precondition != Precondition::None {
-                return Err(RegistryError::Conflict(format!(
-                    "{} {:?} was modified concurrently; read it again and retry",
-                    incoming.kind, incoming.metadata.name
-                )));
+                return Err(concurrent(incoming.kind, &incoming.metadata.name));
             }
         }
+    }
+
+    /// Writes one object if `check` holds; `None` if it did not (a concurrent write).
+    async fn write_checked(&self, check: Check, mut next: RawObject) -> Result<Option<RawObject>> {
+        let k = key(
+            next.kind,
+            next.metadata.namespace.as_deref(),
+            &next.metadata.name,
+        );
+        let txn = Txn {
+            checks: vec![check],
+            ops: vec![Op::Put {
+                key: k,
+                value: encode(&next)?,
+            }],
+        };
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Ok(None);
+        }
+        next.metadata.resource_version = outcome.revision;
+        Ok(Some(next))
     }
 
     /// Replaces the status of an object; `revision` makes it compare-and-swap.
@@ -392,28 +397,17 @@ impl Registry {
                     return Err(stale(kind, name, rv, current.metadata.resource_version));
                 }
             }
-            let mut next = current.clone();
-            next.status = status.clone();
-            let k = key(kind, namespace, name);
-            let txn = Txn {
-                checks: vec![Check::ModRevision {
-                    key: k.clone(),
-                    revision: current.metadata.resource_version,
-                }],
-                ops: vec![Op::Put {
-                    key: k,
-                    value: encode(&next)?,
-                }],
+            let check = Check::ModRevision {
+                key: key(kind, namespace, name),
+                revision: current.metadata.resource_version,
             };
-            let outcome = self.store.txn(txn).await?;
-            if outcome.succeeded {
-                next.metadata.resource_version = outcome.revision;
-                return Ok(next);
+            let mut next = current;
+            next.status = status.clone();
+            if let Some(stored) = self.write_checked(check, next).await? {
+                return Ok(stored);
             }
             if revision.is_some() {
-                return Err(RegistryError::Conflict(format!(
-                    "{kind} {name:?} was modified concurrently; read it again and retry"
-                )));
+                return Err(concurrent(kind, name));
             }
         }
     }
@@ -451,9 +445,7 @@ impl Registry {
             })
             .await?;
         if !outcome.succeeded {
-            return Err(RegistryError::Conflict(format!(
-                "{kind} {name:?} was modified concurrently; read it again and retry"
-            )));
+            return Err(concurrent(kind, name));
         }
         Ok(current)
     }
@@ -625,6 +617,12 @@ impl Registry {
 fn stale(kind: Kind, name: &str, given: Revision, stored: Revision) -> RegistryError {
     RegistryError::Conflict(format!(
         "{kind} {name:?} has changed: you sent resource_version {given}, the stored one is {stored}; read it again and retry"
+    ))
+}
+
+fn concurrent(kind: Kind, name: &str) -> RegistryError {
+    RegistryError::Conflict(format!(
+        "{kind} {name:?} was modified concurrently; read it again and retry"
     ))
 }
 

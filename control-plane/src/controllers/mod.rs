@@ -11,52 +11,47 @@ use crate::registry::Registry;
 use reef_api::Kind;
 use std::time::Duration;
 
+/// A controller's pass over the whole cluster.
+type Pass = fn(Registry) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
+
+fn spawn(
+    name: &'static str,
+    registry: &Registry,
+    kinds: &'static [Kind],
+    resync: Duration,
+    pass: Pass,
+) -> tokio::task::JoinHandle<()> {
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        let for_pass = registry.clone();
+        reconcile::run(name, registry, kinds, resync, || pass(for_pass.clone())).await
+    })
+}
+
 /// Starts every controller loop on the current tokio runtime.
 pub fn spawn_all(registry: &Registry) -> Vec<tokio::task::JoinHandle<()>> {
-    let r = registry.clone();
-    let deployments = tokio::spawn(async move {
-        let pass_registry = r.clone();
-        reconcile::run(
+    use futures::FutureExt;
+    vec![
+        spawn(
             "deployments",
-            r,
+            registry,
             &[Kind::Deployment, Kind::Pod],
             Duration::from_secs(10),
-            || {
-                let registry = pass_registry.clone();
-                async move { deployment::reconcile_all(&registry).await }
-            },
-        )
-        .await
-    });
-    let r = registry.clone();
-    let endpoints = tokio::spawn(async move {
-        let pass_registry = r.clone();
-        reconcile::run(
+            |r| async move { deployment::reconcile_all(&r).await }.boxed(),
+        ),
+        spawn(
             "endpoints",
-            r,
+            registry,
             &[Kind::Service, Kind::Pod, Kind::Node],
             Duration::from_secs(10),
-            || {
-                let registry = pass_registry.clone();
-                async move { endpoints::reconcile_all(&registry).await }
-            },
-        )
-        .await
-    });
-    let r = registry.clone();
-    let gc = tokio::spawn(async move {
-        let pass_registry = r.clone();
-        reconcile::run(
+            |r| async move { endpoints::reconcile_all(&r).await }.boxed(),
+        ),
+        spawn(
             "gc",
-            r,
+            registry,
             &[Kind::Deployment],
             Duration::from_secs(30),
-            || {
-                let registry = pass_registry.clone();
-                async move { gc::reconcile_all(&registry).await }
-            },
-        )
-        .await
-    });
-    vec![deployments, endpoints, gc]
+            |r| async move { gc::reconcile_all(&r).await }.boxed(),
+        ),
+    ]
 }
