@@ -179,6 +179,18 @@ async fn state_survives_kill_9() {
     assert_eq!(services.len(), 1);
     let blobs = items(&cluster.get_json("blobs"));
     assert_eq!(blobs.len(), 1, "the component blob survives");
+
+    // Watch history does not survive a restart: an old revision gets 410 (relist).
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/pods?watch=1&since=1",
+            cluster.api
+        ))
+        .bearer_auth(cluster.admin_token())
+        .send()
+        .await
+        .expect("watch request");
+    assert_eq!(response.status().as_u16(), 410);
 }
 
 /// A valid deployment and service precede the fault, so a half-applying

@@ -59,6 +59,7 @@ where
 pub struct Cluster {
     pub home: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
     pub api: String,
     pub ingress: String,
     http: reqwest::Client,
@@ -75,10 +76,16 @@ impl Cluster {
 
     /// Starts `reef up` on fresh directories.
     pub async fn start() -> Cluster {
+        Cluster::start_with(&[]).await
+    }
+
+    /// Starts `reef up` on fresh directories with extra flags.
+    pub async fn start_with(extra: &[&str]) -> Cluster {
         let home = tempfile::tempdir().expect("tempdir");
         let mut cluster = Cluster {
             home,
             child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             api: String::new(),
             ingress: String::new(),
             http: reqwest::Client::builder()
@@ -111,6 +118,7 @@ impl Cluster {
             ])
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(&self.extra)
             .envs(self.env())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -185,6 +193,21 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The admin token `reef up` wrote into the data dir.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string()
+    }
+
+    pub fn join_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("join.token"))
+            .expect("join.token")
+            .trim()
+            .to_string()
     }
 
     pub fn get_json(&self, kind: &str) -> serde_json::Value {
