@@ -307,6 +307,22 @@ async fn deleting_the_deployment_then_the_service() {
     cluster.reef_ok(&["apply", "-f", path_str(&app)]);
     cluster.until_status("hello.local", "/", 200, SLOW).await;
 
+    // A deleted pod is replaced.
+    let pods = running_pods(&cluster, 2).await;
+    let victim = pods[0]["metadata"]["name"]
+        .as_str()
+        .expect("pod name")
+        .to_string();
+    let out = cluster.reef_ok(&["delete", "pod", &victim]);
+    assert!(out.contains(&format!("pod/{victim} deleted")), "{out}");
+    let replaced = running_pods(&cluster, 2).await;
+    assert!(
+        replaced
+            .iter()
+            .all(|p| p["metadata"]["name"] != victim.as_str()),
+        "the deleted pod must not come back: {replaced:?}"
+    );
+
     let out = cluster.reef_ok(&["delete", "deployment", "hello"]);
     assert!(out.contains("deployment/hello deleted"), "{out}");
     eventually("the deployment's pods to go", SLOW, || async {

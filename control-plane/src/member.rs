@@ -40,8 +40,10 @@ impl Member {
         let advertise = config.advertise.unwrap_or_else(|| address.to_string());
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let secret = auth::token_file(&config.data_dir, "join.token")
-            .with_context(|| format!("reading the join token in {}", config.data_dir.display()))?;
+        // Members authenticate Raft RPCs with their own secret, not the join token:
+        // nodes hold that one and must not be able to speak Raft.
+        let secret = auth::token_file(&config.data_dir, "raft.secret")
+            .with_context(|| format!("reading the Raft secret in {}", config.data_dir.display()))?;
         let store = Store::open(StoreConfig::new(
             config.id,
             config.data_dir.join("store"),

@@ -108,6 +108,8 @@ pub enum BatchWrite {
     /// Replace the status of an object read at `metadata.resource_version`.
     Status(RawObject),
     Delete(RawObject),
+    /// Create a new object (fails the batch if the name is taken).
+    Create(RawObject),
 }
 
 /// Namespace `default` always exists; others exist as Tenants.
@@ -533,27 +535,40 @@ impl Registry {
         let mut checks = Vec::new();
         let mut ops = Vec::new();
         for write in writes {
-            let (obj, delete) = match write {
+            let (obj, check_revision, delete) = match write {
                 BatchWrite::Spec(mut obj) => {
                     Self::normalise(&mut obj)?;
                     self.admit(&obj)?;
-                    (obj, false)
+                    let rv = obj.metadata.resource_version;
+                    (obj, Some(rv), false)
                 }
                 BatchWrite::Status(obj) => {
                     validate::validate_status(obj.kind, &obj.status)
                         .map_err(RegistryError::Invalid)?;
-                    (obj, false)
+                    let rv = obj.metadata.resource_version;
+                    (obj, Some(rv), false)
                 }
-                BatchWrite::Delete(obj) => (obj, true),
+                BatchWrite::Delete(obj) => {
+                    let rv = obj.metadata.resource_version;
+                    (obj, Some(rv), true)
+                }
+                BatchWrite::Create(mut obj) => {
+                    Self::normalise(&mut obj)?;
+                    self.admit(&obj)?;
+                    (Self::merge(&obj, None), None, false)
+                }
             };
             let k = key(
                 obj.kind,
                 obj.metadata.namespace.as_deref(),
                 &obj.metadata.name,
             );
-            checks.push(Check::ModRevision {
-                key: k.clone(),
-                revision: obj.metadata.resource_version,
+            checks.push(match check_revision {
+                Some(revision) => Check::ModRevision {
+                    key: k.clone(),
+                    revision,
+                },
+                None => Check::Absent { key: k.clone() },
             });
             if delete {
                 ops.push(Op::Delete { key: k });

@@ -2,7 +2,7 @@
 //! of an older template as a rolling update bounded by max surge / max unavailable,
 //! and replacing pods that are gone or finished.
 
-use crate::registry::{new_uid, BatchWrite, Precondition, Registry, Result, TEMPLATE_HASH_LABEL};
+use crate::registry::{BatchWrite, Registry, Result, TEMPLATE_HASH_LABEL};
 use rand::Rng;
 use reef_api::*;
 use sha2::{Digest, Sha256};
@@ -141,21 +141,19 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
 async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) -> Result<()> {
     let hash = template_hash(deployment);
     let plan = plan(deployment, &hash, pods);
+    // Deletions and creations in one transaction, compare-and-swap against what we
+    // read: a stale view changes nothing.
     let mut writes = Vec::new();
     for name in &plan.delete {
         if let Some(pod) = pods.iter().find(|p| &p.metadata.name == name) {
             writes.push(BatchWrite::Delete(pod.to_raw()?));
         }
     }
-    if !writes.is_empty() {
-        // Compare-and-swap against what we read: a stale view changes nothing.
-        registry.write_batch(writes).await?;
-    }
     for _ in 0..plan.create {
-        let pod = new_pod(deployment, &hash);
-        let mut raw = pod.to_raw()?;
-        raw.metadata.uid = new_uid();
-        registry.put(&raw, Precondition::CreateOnly).await?;
+        writes.push(BatchWrite::Create(new_pod(deployment, &hash).to_raw()?));
+    }
+    if registry.write_batch(writes).await?.is_none() {
+        return Ok(());
     }
     let deleted = |p: &&&Pod| !plan.delete.contains(&p.metadata.name);
     let live: Vec<&&Pod> = pods.iter().filter(deleted).collect();
