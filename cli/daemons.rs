@@ -215,6 +215,13 @@ pub async fn up(args: UpArgs) -> CliResult {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
+    // Bad manifests fail before anything starts, like `reef apply` would.
+    let manifests = args
+        .apply
+        .iter()
+        .map(|file| reef_api::manifest::load(file, "default"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::usage(e.to_string()))?;
     create_dir(&data_dir)?;
     let api_listener = bind("api", &args.api).await?;
     let ingress_listener = bind("ingress", &args.ingress).await?;
@@ -250,10 +257,11 @@ pub async fn up(args: UpArgs) -> CliResult {
         },
         node_client,
     )?;
+    // Keep the user's default namespace; point server and token at this cluster.
     let client_config = ClientConfig {
         server: vec![server.clone()],
         token: Some(tokens.admin.clone()),
-        namespace: None,
+        namespace: ClientConfig::load().ok().and_then(|c| c.namespace),
     };
     let config_path = client_config
         .save()
@@ -266,13 +274,14 @@ pub async fn up(args: UpArgs) -> CliResult {
         ],
     )?;
     tracing::info!(data_dir = %data_dir.display(), config = %config_path.display(), "cluster ready");
-    if !args.apply.is_empty() {
+    if !manifests.is_empty() {
         let admin = Client::new(vec![server], Some(tokens.admin.clone()))?;
         wait_for_node(&admin, &args.node_name, Duration::from_secs(60)).await?;
-        for file in &args.apply {
-            let manifest = reef_api::manifest::load(file, "default")
-                .map_err(|e| Failure::usage(e.to_string()))?;
-            verbs::apply_manifest(&admin, &manifest).await?;
+        for (file, manifest) in args.apply.iter().zip(&manifests) {
+            // The cluster is up and may hold other work: report, keep serving.
+            if let Err(failure) = verbs::apply_manifest(&admin, manifest).await {
+                tracing::error!(file = %file.display(), "--apply failed: {}", failure.message);
+            }
         }
     }
     wait_for_shutdown().await;

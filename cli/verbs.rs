@@ -148,6 +148,11 @@ pub struct GetArgs {
 pub async fn get(args: GetArgs) -> CliResult {
     let kind = parse_kind(&args.kind)?;
     let (client, namespace) = connect(args.namespace)?;
+    if args.all_namespaces && args.name.is_some() {
+        return Err(Failure::usage(
+            "error: a NAME is looked up in one namespace: use -n NAMESPACE, not -A",
+        ));
+    }
     let ns = if args.all_namespaces {
         None
     } else {
@@ -258,7 +263,8 @@ pub async fn delete(
 ) -> CliResult {
     let (client, namespace) = connect(namespace)?;
     let targets: Vec<(Kind, Option<String>, String)> = match (file, kind, name) {
-        (Some(file), _, _) => load_manifest(&file, &namespace)?
+        (Some(file), _, _) => manifest::load_with(&file, &namespace, manifest::Components::Skip)
+            .map_err(|errors| Failure::usage(errors.to_string()))?
             .objects
             .into_iter()
             .map(|o| (o.kind, o.metadata.namespace, o.metadata.name))
@@ -273,22 +279,26 @@ pub async fn delete(
             ))
         }
     };
+    let several = targets.len() > 1;
     let mut failure = None;
     for (kind, ns, name) in targets {
         match client.delete(kind, ns.as_deref(), &name).await {
             Ok(_) => println!("{}/{name} deleted", kind.singular()),
             Err(e) => {
                 let f = not_found(e, kind, &name);
-                eprintln!("{}", f.message);
+                if several {
+                    eprintln!("{}", f.message);
+                }
                 failure = Some(f);
             }
         }
     }
     match failure {
-        Some(f) => Err(Failure {
+        Some(f) if several => Err(Failure {
             code: f.code,
             message: "error: some objects were not deleted".into(),
         }),
+        Some(f) => Err(f),
         None => Ok(()),
     }
 }

@@ -232,7 +232,11 @@ async fn blobs_auth_roles_and_health() {
         .send()
         .await
         .expect("POST /raft/vote");
-    assert_eq!(raft.status().as_u16(), 401, "a node's join token must not speak Raft");
+    assert_eq!(
+        raft.status().as_u16(),
+        401,
+        "a node's join token must not speak Raft"
+    );
     let bad = Api::new(&cluster, "not-a-token".into());
     let (status, _) = bad.send(reqwest::Method::GET, "/api/v1/nodes", None).await;
     assert_eq!(status, 401);

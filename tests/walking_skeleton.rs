@@ -180,6 +180,18 @@ async fn state_survives_kill_9() {
     let blobs = items(&cluster.get_json("blobs"));
     assert_eq!(blobs.len(), 1, "the component blob survives");
 
+    // The node registered again: its object names the new ingress address.
+    let ingress = cluster.ingress.clone();
+    eventually(
+        "the node to re-register with its new address",
+        SLOW,
+        || async {
+            let nodes = items(&cluster.get_json("nodes"));
+            (nodes.len() == 1 && nodes[0]["spec"]["ingress"] == ingress.as_str()).then_some(())
+        },
+    )
+    .await;
+
     // Watch history does not survive a restart: an old revision gets 410 (relist).
     let response = reqwest::Client::new()
         .get(format!(
@@ -264,6 +276,32 @@ async fn bad_manifests_are_rejected_whole_with_locations() {
             );
         }
     }
+    // `reef up --apply` checks its files before starting anything.
+    let (_dir, bad) = manifest_dir(&format!("{VALID_PREFIX}[[deployment]]\nname = \"x\"\ncomponent = \"hello.wasm\"\nmemory = \"lots\"\n"));
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(REEF)
+        .args([
+            "up",
+            "--api",
+            "127.0.0.1:0",
+            "--ingress",
+            "127.0.0.1:0",
+            "--apply",
+            path_str(&bad),
+        ])
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
+        .output()
+        .expect("reef up");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("app.toml:{}:10", prefix_lines + 4)),
+        "{stderr}"
+    );
+    assert!(!home.path().join("data").exists(), "nothing started");
+
     // The API validates too: a bad quantity sent directly is a 422 naming the field.
     let config = std::fs::read_to_string(cluster.home.path().join("config/reef/config.toml"))
         .expect("client config");

@@ -168,18 +168,24 @@ impl Client {
         self.json(reqwest::Method::GET, &path, None::<&()>).await
     }
 
-    /// Creates or replaces metadata and spec; `metadata.resource_version` of 0 means
-    /// create-only, another value must match the stored one (else 409).
+    /// Creates or replaces metadata and spec. `conditional = false` replaces whatever
+    /// is stored; with `true`, `metadata.resource_version` of 0 means create-only and
+    /// another value must match the stored one (else 409).
     pub async fn put(&self, object: &RawObject, conditional: bool) -> Result<RawObject> {
-        let mut path = object_path(
+        let path = object_path(
             object.kind,
             object.metadata.namespace.as_deref(),
             Some(&object.metadata.name),
         );
+        let mut body =
+            serde_json::to_value(object).map_err(|e| ClientError::Decode(e.to_string()))?;
         if !conditional {
-            path.push_str("?force=1");
+            // No resource_version at all means "unconditional" to the server.
+            if let Some(metadata) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+                metadata.remove("resource_version");
+            }
         }
-        self.json(reqwest::Method::PUT, &path, Some(object)).await
+        self.json(reqwest::Method::PUT, &path, Some(&body)).await
     }
 
     /// Writes the status subresource; with `resource_version` it is compare-and-swap.

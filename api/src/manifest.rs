@@ -145,8 +145,26 @@ struct TenantManifest {
     pods: Option<u32>,
 }
 
+/// Whether parsing reads the component files a manifest names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Components {
+    /// Read and hash them (to apply).
+    Read,
+    /// Leave `component` as written: the objects are good for their names only
+    /// (to delete what a file created, even where its .wasm files are absent).
+    Skip,
+}
+
 /// Reads and parses a manifest file. `namespace` fills objects that name none.
 pub fn load(path: &Path, namespace: &str) -> Result<Manifest, ManifestErrors> {
+    load_with(path, namespace, Components::Read)
+}
+
+pub fn load_with(
+    path: &Path,
+    namespace: &str,
+    components: Components,
+) -> Result<Manifest, ManifestErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ManifestErrors(vec![ManifestError {
             file: path.display().to_string(),
@@ -157,11 +175,20 @@ pub fn load(path: &Path, namespace: &str) -> Result<Manifest, ManifestErrors> {
             help: Some("check the path given to -f".into()),
         }])
     })?;
-    parse(path, &text, namespace)
+    parse_with(path, &text, namespace, components)
 }
 
 /// Parses manifest text; `path` locates relative component files and names the file in errors.
 pub fn parse(path: &Path, text: &str, namespace: &str) -> Result<Manifest, ManifestErrors> {
+    parse_with(path, text, namespace, Components::Read)
+}
+
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    namespace: &str,
+    read_components: Components,
+) -> Result<Manifest, ManifestErrors> {
     let source = Source {
         file: path.display().to_string(),
         text,
@@ -176,6 +203,7 @@ pub fn parse(path: &Path, text: &str, namespace: &str) -> Result<Manifest, Manif
         errors: Vec::new(),
         objects: Vec::new(),
         components: Vec::new(),
+        read_components,
         seen: HashMap::new(),
     };
     for d in file.deployment {
@@ -286,6 +314,7 @@ struct Builder<'a> {
     errors: Vec<ManifestError>,
     objects: Vec<RawObject>,
     components: Vec<ComponentFile>,
+    read_components: Components,
     /// (kind, namespace, name) → span of its first definition.
     seen: HashMap<(Kind, String, String), Range<usize>>,
 }
@@ -351,6 +380,9 @@ impl Builder<'_> {
     /// Resolves `component` to a digest, reading and hashing the file it names.
     fn component(&mut self, component: &Spanned<String>) -> String {
         let value = component.get_ref();
+        if self.read_components == Components::Skip {
+            return value.clone();
+        }
         if value.starts_with("sha256:") {
             self.rule(component.span(), validate::digest(value));
             return value.clone();

@@ -22,6 +22,10 @@ pub enum RegistryError {
     NotFound { kind: Kind, name: String },
     #[error("{0}")]
     Conflict(String),
+    #[error(
+        "no kind {0:?}: known kinds are tenants, nodes, deployments, pods, services, events, blobs"
+    )]
+    UnknownKind(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -38,7 +42,7 @@ impl RegistryError {
     pub fn code(&self) -> u16 {
         match self {
             RegistryError::Invalid(_) => 422,
-            RegistryError::NotFound { .. } => 404,
+            RegistryError::NotFound { .. } | RegistryError::UnknownKind(_) => 404,
             RegistryError::Conflict(_) => 409,
             RegistryError::BadRequest(_) => 400,
             RegistryError::Forbidden(_) => 403,
@@ -51,7 +55,7 @@ impl RegistryError {
     pub fn to_api_error(&self) -> ApiError {
         let reason = match self {
             RegistryError::Invalid(_) => "Invalid",
-            RegistryError::NotFound { .. } => "NotFound",
+            RegistryError::NotFound { .. } | RegistryError::UnknownKind(_) => "NotFound",
             RegistryError::Conflict(_) => "Conflict",
             RegistryError::BadRequest(_) => "BadRequest",
             RegistryError::Forbidden(_) => "Forbidden",
@@ -110,6 +114,9 @@ pub enum BatchWrite {
     Delete(RawObject),
     /// Create a new object (fails the batch if the name is taken).
     Create(RawObject),
+    /// Write nothing, but fail the batch unless this object is still at the
+    /// revision it was read at (e.g. the owner of pods being created).
+    Require(RawObject),
 }
 
 /// Namespace `default` always exists; others exist as Tenants.
@@ -336,6 +343,9 @@ impl Registry {
             }
             _ => {}
         }
+        if let Some(current) = &current {
+            check_pod_update(current, &incoming)?;
+        }
         let next = Self::merge(&incoming, current.as_ref());
         let check = match &current {
             Some(c) => Check::ModRevision {
@@ -535,6 +545,17 @@ impl Registry {
         let mut checks = Vec::new();
         let mut ops = Vec::new();
         for write in writes {
+            if let BatchWrite::Require(obj) = &write {
+                checks.push(Check::ModRevision {
+                    key: key(
+                        obj.kind,
+                        obj.metadata.namespace.as_deref(),
+                        &obj.metadata.name,
+                    ),
+                    revision: obj.metadata.resource_version,
+                });
+                continue;
+            }
             let (obj, check_revision, delete) = match write {
                 BatchWrite::Spec(mut obj) => {
                     Self::normalise(&mut obj)?;
@@ -557,6 +578,7 @@ impl Registry {
                     self.admit(&obj)?;
                     (Self::merge(&obj, None), None, false)
                 }
+                BatchWrite::Require(_) => continue,
             };
             let k = key(
                 obj.kind,
@@ -633,6 +655,35 @@ fn stale(kind: Kind, name: &str, given: Revision, stored: Revision) -> RegistryE
     RegistryError::Conflict(format!(
         "{kind} {name:?} has changed: you sent resource_version {given}, the stored one is {stored}; read it again and retry"
     ))
+}
+
+/// A pod's spec is fixed once created, except that an unbound pod may be bound:
+/// a node that watches its own pods must never see one move away silently.
+fn check_pod_update(current: &RawObject, incoming: &RawObject) -> Result<()> {
+    if current.kind != Kind::Pod {
+        return Ok(());
+    }
+    let without_node = |spec: &Value| {
+        let mut spec = spec.clone();
+        if let Some(fields) = spec.as_object_mut() {
+            fields.remove("node");
+        }
+        spec
+    };
+    if without_node(&current.spec) != without_node(&incoming.spec) {
+        return Err(RegistryError::Invalid(FieldError::new(
+            "spec",
+            "a pod's spec cannot change; change its deployment's template instead",
+        )));
+    }
+    let (was, now) = (current.spec.get("node"), incoming.spec.get("node"));
+    if was.is_some_and(|n| !n.is_null()) && was != now {
+        return Err(RegistryError::Invalid(FieldError::new(
+            "spec.node",
+            "a bound pod cannot move to another node; delete it and let its deployment replace it",
+        )));
+    }
+    Ok(())
 }
 
 fn concurrent(kind: Kind, name: &str) -> RegistryError {

@@ -40,6 +40,17 @@ pub fn start(config: NodeConfig, client: Client) -> anyhow::Result<NodeHandle> {
         proxy.spawn_route_sync(client),
         tokio::spawn(Arc::clone(&proxy).serve(config.ingress)),
         tokio::spawn(agent.run()),
+        // Retired pods whose grace ran out while routes did not change.
+        tokio::spawn({
+            let pods = pods.clone();
+            async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    pods.sweep_expired();
+                }
+            }
+        }),
     ];
     Ok(NodeHandle {
         ingress,

@@ -1,48 +1,98 @@
 //! The pods this node is running right now, shared by the agent (which adds and
-//! removes them) and the proxy (which dispatches requests to them).
+//! retires them) and the proxy (which dispatches requests to them).
+//!
+//! A deleted pod is retired rather than dropped: it keeps answering until the
+//! proxy's route table no longer lists it (the endpoints update travels through
+//! the control plane after the deletion), so a rollout loses no request. Requests
+//! already holding a pod always finish.
 
 use crate::runtime::HttpPod;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The longest a retired pod waits for the route table to drop it.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
 
 /// `namespace/name`: pod names are unique per namespace.
 pub fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+#[derive(Default)]
+struct Pods {
+    live: HashMap<String, HttpPod>,
+    retiring: HashMap<String, (HttpPod, Instant)>,
+}
+
 #[derive(Clone, Default)]
 pub struct PodTable {
-    inner: Arc<RwLock<HashMap<String, HttpPod>>>,
+    inner: Arc<RwLock<Pods>>,
 }
 
 impl PodTable {
     pub fn insert(&self, key: String, pod: HttpPod) {
-        self.write().insert(key, pod);
+        let mut pods = self.write();
+        pods.retiring.remove(&key);
+        pods.live.insert(key, pod);
     }
 
-    /// Removes a pod from routing. Requests already holding it finish normally.
-    pub fn remove(&self, key: &str) -> Option<HttpPod> {
-        self.write().remove(key)
+    /// Stops giving the pod new work once routing has caught up; true if it was live.
+    pub fn retire(&self, key: &str) -> bool {
+        let mut pods = self.write();
+        match pods.live.remove(key) {
+            Some(pod) => {
+                pods.retiring
+                    .insert(key.to_string(), (pod, Instant::now() + RETIRE_GRACE));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops retired pods that no route lists any more, or whose grace has run out.
+    pub fn sweep(&self, still_routed: &HashSet<String>) {
+        let now = Instant::now();
+        self.write()
+            .retiring
+            .retain(|key, (_, deadline)| still_routed.contains(key) && *deadline > now);
+    }
+
+    /// Drops retired pods whose grace has run out.
+    pub fn sweep_expired(&self) {
+        let now = Instant::now();
+        self.write()
+            .retiring
+            .retain(|_, (_, deadline)| *deadline > now);
     }
 
     pub fn get(&self, key: &str) -> Option<HttpPod> {
-        self.read().get(key).cloned()
+        let pods = self.read();
+        pods.live
+            .get(key)
+            .or_else(|| pods.retiring.get(key).map(|(pod, _)| pod))
+            .cloned()
     }
 
+    /// Pods taking new work (retired ones excluded).
     pub fn len(&self) -> usize {
-        self.read().len()
+        self.read().live.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    // A panic while holding the lock cannot leave the map half-updated (single
-    // insert/remove), so a poisoned lock is safe to keep using.
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, HttpPod>> {
+    pub fn retiring(&self) -> usize {
+        self.read().retiring.len()
+    }
+
+    // A panic while holding the lock cannot leave the maps half-updated (each
+    // method's change is a single insert/remove/retain), so poison is safe to ignore.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Pods> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, HttpPod>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Pods> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -75,14 +75,7 @@ pub fn token_file(dir: &Path, name: &str) -> std::io::Result<String> {
         Err(e) => return Err(e),
     }
     let token = new_token();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{token}\n"))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-    }
-    std::fs::rename(&tmp, &path)?;
+    reef_api::config::write_private(&path, format!("{token}\n").as_bytes())?;
     Ok(token)
 }
 

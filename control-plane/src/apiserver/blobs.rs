@@ -2,16 +2,20 @@
 //! chunks, so every member holds them before the Blob object commits.
 
 use super::error::{ApiFailure, ApiResult};
-use super::ApiState;
+use super::objects::{authorize, Action};
+use super::{ApiState, Caller};
 use crate::registry::{Precondition, RegistryError};
 use crate::store::{Op, Txn};
 use axum::body::Bytes;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use reef_api::validate;
 use reef_api::{BlobSpec, Kind, Metadata, Object};
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// One Raft entry per chunk keeps entries small enough to replicate smoothly.
 const CHUNK: usize = 1 << 20;
@@ -68,17 +72,64 @@ pub async fn put(state: &ApiState, digest: &str, body: Bytes) -> ApiResult<Respo
     Ok(Json(stored).into_response())
 }
 
-pub fn get(state: &ApiState, digest: &str) -> ApiResult<Response> {
+async fn read(state: &ApiState, digest: &str) -> ApiResult<Response> {
     // The Blob object commits after the last chunk, so its presence means complete bytes.
     state.registry.get(Kind::Blob, None, digest)?;
-    let bytes = state
-        .registry
-        .store()
-        .read_blob(digest)
+    let store = state.registry.store().clone();
+    let key = digest.to_string();
+    // A RocksDB read of up to the blob cap: keep it off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || store.read_blob(&key))
+        .await
+        .map_err(|e| RegistryError::Internal(format!("blob read task: {e}")))?
         .map_err(RegistryError::from)?
         .ok_or_else(|| RegistryError::NotFound {
             kind: Kind::Blob,
             name: digest.to_string(),
         })?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes).into_response())
+}
+
+type S = State<Arc<ApiState>>;
+type C = Extension<Caller>;
+
+pub async fn get_handler(
+    State(state): S,
+    Extension(caller): C,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::Read, Kind::Blob)?;
+    read(&state, &digest).await
+}
+
+/// Existence and size from the Blob object alone, without reading the bytes.
+pub async fn head_handler(
+    State(state): S,
+    Extension(caller): C,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::Read, Kind::Blob)?;
+    let blob = state.registry.get(Kind::Blob, None, &digest)?;
+    let size = blob
+        .spec
+        .get("size")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        (),
+    )
+        .into_response())
+}
+
+pub async fn put_handler(
+    State(state): S,
+    Extension(caller): C,
+    Path(digest): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authorize(&caller, Action::WriteSpec, Kind::Blob)?;
+    put(&state, &digest, body).await
 }

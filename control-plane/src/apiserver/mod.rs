@@ -27,6 +27,9 @@ use std::time::Duration;
 
 pub use error::ApiResult;
 
+/// Largest JSON request body: a manifest of thousands of objects fits easily.
+const JSON_BODY_LIMIT: usize = 8 << 20;
+
 /// Who is calling, as established by the bearer token.
 #[derive(Clone, Copy, Debug)]
 pub struct Caller {
@@ -134,7 +137,16 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
         max_blob_size: config.max_blob_size,
         bookmark_interval: config.bookmark_interval,
     });
+    let blob_limit = state.max_blob_size + (1 << 20);
     let api = Router::new()
+        .route(
+            "/api/v1/blobs/{digest}",
+            get(blobs::get_handler)
+                .head(blobs::head_handler)
+                .put(blobs::put_handler)
+                .layer(DefaultBodyLimit::max(blob_limit))
+                .delete(objects::delete_blob),
+        )
         .route("/api/v1/apply", post(objects::apply))
         .route("/api/v1/namespaces/{ns}/{kind}", get(objects::list_ns))
         .route(
@@ -162,8 +174,8 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
             state.clone(),
             authenticate,
         ))
-        // Blob uploads are the biggest bodies; JSON bodies are bounded by the same cap.
-        .layer(DefaultBodyLimit::max(state.max_blob_size + (1 << 20)));
+        // JSON bodies are small; only blob uploads (above) may be large.
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

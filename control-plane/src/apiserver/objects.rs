@@ -24,14 +24,14 @@ pub struct Target {
 
 /// What a caller wants to do, for authorisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Action {
+pub(super) enum Action {
     Read,
     WriteSpec,
     WriteStatus,
     Delete,
 }
 
-fn authorize(caller: &Caller, action: Action, kind: Kind) -> ApiResult<()> {
+pub(super) fn authorize(caller: &Caller, action: Action, kind: Kind) -> ApiResult<()> {
     let allowed = match caller.role {
         Role::Admin => true,
         Role::Node => match action {
@@ -53,11 +53,9 @@ fn authorize(caller: &Caller, action: Action, kind: Kind) -> ApiResult<()> {
 
 pub fn target(kind: &str, namespace: Option<String>, single: bool) -> ApiResult<Target> {
     let kind = Kind::parse(kind).ok_or_else(|| {
-        let known: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
-        ApiFailure(crate::registry::RegistryError::NotFound {
-            kind: Kind::Tenant,
-            name: format!("{kind} (no such kind; known kinds: {})", known.join(", ")),
-        })
+        ApiFailure(crate::registry::RegistryError::UnknownKind(
+            kind.to_string(),
+        ))
     })?;
     match (&namespace, kind.namespaced()) {
         (Some(_), false) => Err(ApiFailure::bad_request(format!(
@@ -105,9 +103,6 @@ pub async fn get(
     name: String,
 ) -> ApiResult<Response> {
     authorize(&caller, Action::Read, target.kind)?;
-    if target.kind == Kind::Blob {
-        return super::blobs::get(&state, &name);
-    }
     let obj = state
         .registry
         .get(target.kind, target.namespace.as_deref(), &name)?;
@@ -131,7 +126,9 @@ pub async fn put(
 ) -> ApiResult<Response> {
     authorize(&caller, Action::WriteSpec, target.kind)?;
     if target.kind == Kind::Blob {
-        return super::blobs::put(&state, &name, body).await;
+        return Err(ApiFailure::bad_request(
+            "blobs are uploaded as bytes with PUT /api/v1/blobs/sha256:HEX",
+        ));
     }
     let mut value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiFailure::bad_request(format!("the body is not valid JSON: {e}")))?;
@@ -184,6 +181,17 @@ pub async fn put(
     Ok(Json(stored).into_response())
 }
 
+/// `?resource_version=N` for compare-and-swap; a malformed one is an error, never
+/// silently unconditional.
+fn revision_param(query: &HashMap<String, String>) -> ApiResult<Option<u64>> {
+    match query.get("resource_version") {
+        Some(rv) => rv.parse().map(Some).map_err(|_| {
+            ApiFailure::bad_request(format!("resource_version {rv:?} is not a number"))
+        }),
+        None => Ok(None),
+    }
+}
+
 pub async fn put_status(
     state: Arc<ApiState>,
     caller: Caller,
@@ -194,12 +202,7 @@ pub async fn put_status(
 ) -> ApiResult<Response> {
     authorize(&caller, Action::WriteStatus, target.kind)?;
     let status: Value = parse_body(&body)?;
-    let revision = match query.get("resource_version") {
-        Some(rv) => Some(rv.parse().map_err(|_| {
-            ApiFailure::bad_request(format!("resource_version {rv:?} is not a number"))
-        })?),
-        None => None,
-    };
+    let revision = revision_param(&query)?;
     let stored = state
         .registry
         .put_status(
@@ -221,7 +224,7 @@ pub async fn delete(
     query: HashMap<String, String>,
 ) -> ApiResult<Response> {
     authorize(&caller, Action::Delete, target.kind)?;
-    let revision = query.get("resource_version").and_then(|rv| rv.parse().ok());
+    let revision = revision_param(&query)?;
     let deleted = state
         .registry
         .delete(target.kind, target.namespace.as_deref(), &name, revision)
@@ -335,6 +338,18 @@ pub async fn delete_ns(
     Query(q): Q,
 ) -> ApiResult<Response> {
     delete(s, c, target(&kind, Some(ns), true)?, name, q).await
+}
+pub async fn delete_blob(
+    State(s): S,
+    Extension(c): C,
+    Path(digest): Path<String>,
+    Query(q): Q,
+) -> ApiResult<Response> {
+    let target = Target {
+        kind: Kind::Blob,
+        namespace: None,
+    };
+    delete(s, c, target, digest, q).await
 }
 pub async fn delete_cluster(
     State(s): S,

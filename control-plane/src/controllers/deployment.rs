@@ -46,10 +46,6 @@ fn new_pod(deployment: &Deployment, hash: &str) -> Pod {
     }
 }
 
-fn is_finished(pod: &Pod) -> bool {
-    matches!(pod.status.phase, Phase::Succeeded | Phase::Failed)
-}
-
 /// What one reconcile decided: pods to create and pods to delete.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -65,11 +61,11 @@ pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
     let mut plan = Plan::default();
     let mut current: Vec<&Pod> = Vec::new();
     let mut old: Vec<&Pod> = Vec::new();
+    // A Failed pod stays (counted as not ready) so its `last_error` is visible and
+    // a component that cannot run does not churn pods; it goes when the template
+    // changes, like any not-ready pod of an old template.
     for pod in pods {
-        if is_finished(pod) && deployment.spec.template.restart == RestartPolicy::Always {
-            // A finished pod of a restart-always deployment will never serve again.
-            plan.delete.push(pod.metadata.name.clone());
-        } else if pod
+        if pod
             .metadata
             .labels
             .get(TEMPLATE_HASH_LABEL)
@@ -95,17 +91,13 @@ pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
         plan.delete
             .extend(current.drain(..excess).map(|p| p.metadata.name.clone()));
     }
-    let total = current.len() as u32 + old.len() as u32;
-    let max_total = replicas + strategy.max_surge;
-    let wanted_new = replicas.saturating_sub(current.len() as u32);
-    plan.create = wanted_new.min(max_total.saturating_sub(total));
-
     // Old pods go while availability stays at or above replicas - max_unavailable;
     // not-ready ones cost no availability, so they go at once.
     let min_available = replicas.saturating_sub(strategy.max_unavailable);
     let ready_current = current.iter().filter(|p| p.status.ready).count() as u32;
     let ready_old = old.iter().filter(|p| p.status.ready).count() as u32;
     let mut available = ready_current + ready_old;
+    let mut old_kept = old.len() as u32;
     for pod in old {
         if pod.status.ready {
             if available <= min_available {
@@ -114,7 +106,15 @@ pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
             available -= 1;
         }
         plan.delete.push(pod.metadata.name.clone());
+        old_kept -= 1;
     }
+
+    // New pods fill up to replicas, within replicas + max_surge in total; the
+    // deletions above commit in the same transaction, so they make room.
+    let total = current.len() as u32 + old_kept;
+    let max_total = replicas + strategy.max_surge;
+    let wanted_new = replicas.saturating_sub(current.len() as u32);
+    plan.create = wanted_new.min(max_total.saturating_sub(total));
     plan
 }
 
@@ -151,6 +151,10 @@ async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) 
     }
     for _ in 0..plan.create {
         writes.push(BatchWrite::Create(new_pod(deployment, &hash).to_raw()?));
+    }
+    if plan.create > 0 {
+        // Never create pods for a deployment deleted or changed since we read it.
+        writes.push(BatchWrite::Require(deployment.to_raw()?));
     }
     if registry.write_batch(writes).await?.is_none() {
         return Ok(());
@@ -246,7 +250,8 @@ mod tests {
             "no old pod may go before a new one is ready: {p:?}"
         );
 
-        // One new pod ready: one old may go, one more new may start.
+        // One new pod ready: one old may go and, in the same transaction, the
+        // next new pod takes its place within the surge budget.
         let pods = [
             pod("a", "old", true),
             pod("b", "old", true),
@@ -255,10 +260,7 @@ mod tests {
         let refs: Vec<&Pod> = pods.iter().collect();
         let p = plan(&d, "new", &refs);
         assert_eq!(p.delete.len(), 1, "{p:?}");
-        assert_eq!(
-            p.create, 0,
-            "surge budget is used up until an old pod is gone: {p:?}"
-        );
+        assert_eq!(p.create, 1, "{p:?}");
 
         // Both new ready: the last old goes.
         let pods = [
@@ -299,6 +301,20 @@ mod tests {
                 delete: vec!["b".into()]
             }
         );
+    }
+
+    #[test]
+    fn failed_pods_stay_without_churn() {
+        let d = deployment(2, 1, 0);
+        let mut broken = [pod("a", "h", false), pod("b", "h", false)];
+        for p in &mut broken {
+            p.status.phase = Phase::Failed;
+        }
+        let refs: Vec<&Pod> = broken.iter().collect();
+        assert_eq!(plan(&d, "h", &refs), Plan::default());
+        // A fixed template replaces them.
+        let p = plan(&d, "fixed", &refs);
+        assert_eq!((p.create, p.delete.len()), (2, 2), "{p:?}");
     }
 
     #[test]

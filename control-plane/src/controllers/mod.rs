@@ -49,7 +49,7 @@ pub fn spawn_all(registry: &Registry) -> Vec<tokio::task::JoinHandle<()>> {
         spawn(
             "gc",
             registry,
-            &[Kind::Deployment],
+            &[Kind::Deployment, Kind::Pod],
             Duration::from_secs(30),
             |r| async move { gc::reconcile_all(&r).await }.boxed(),
         ),

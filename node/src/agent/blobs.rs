@@ -4,11 +4,15 @@
 
 use reef_api::Client;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 pub struct BlobCache {
     dir: PathBuf,
     client: Client,
+    /// One fetch per digest at a time: replicas starting together share a download.
+    in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn digest_of(bytes: &[u8]) -> String {
@@ -17,7 +21,11 @@ fn digest_of(bytes: &[u8]) -> String {
 
 impl BlobCache {
     pub fn new(dir: PathBuf, client: Client) -> BlobCache {
-        BlobCache { dir, client }
+        BlobCache {
+            dir,
+            client,
+            in_flight: Mutex::new(HashMap::new()),
+        }
     }
 
     fn path(&self, digest: &str) -> PathBuf {
@@ -26,6 +34,14 @@ impl BlobCache {
 
     /// The verified bytes of `digest`, from disk or else from the API.
     pub async fn get(&self, digest: &str) -> anyhow::Result<Vec<u8>> {
+        let lock = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        let _one_at_a_time = lock.lock().await;
         let path = self.path(digest);
         if let Ok(bytes) = tokio::fs::read(&path).await {
             if digest_of(&bytes) == digest {
@@ -39,7 +55,7 @@ impl BlobCache {
             anyhow::bail!("the API served {actual} for {digest}");
         }
         tokio::fs::create_dir_all(&self.dir).await?;
-        let tmp = path.with_extension("tmp");
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
         tokio::fs::write(&tmp, &bytes).await?;
         tokio::fs::rename(&tmp, &path).await?;
         Ok(bytes)

@@ -97,7 +97,7 @@ impl Agent {
             let keep = wanted.get(key).is_some_and(|p| p.metadata.uid == m.uid);
             if !keep {
                 m.task.abort();
-                if self.pods.remove(key).is_some() {
+                if self.pods.retire(key) {
                     tracing::info!(pod = %key, "stopped");
                 }
             }
@@ -120,7 +120,14 @@ impl Agent {
         loop {
             match self.prepare(&pod).await {
                 Ok(http) => {
-                    self.pods.insert(key.clone(), http.clone());
+                    // Under the lock, so a pod removed meanwhile is not resurrected.
+                    {
+                        let managed = self.managed();
+                        if managed.get(&key).is_none_or(|m| m.uid != pod.metadata.uid) {
+                            return;
+                        }
+                        self.pods.insert(key.clone(), http.clone());
+                    }
                     let mut status = PodStatus {
                         phase: Phase::Running,
                         ready: self.probe(&pod, &http).await,

@@ -73,7 +73,10 @@ impl Proxy {
                 let services: Vec<Service> =
                     mirror.values().filter_map(|raw| raw.typed().ok()).collect();
                 let table = Arc::new(RouteTable::new(&services));
+                let routed = table.local_pods(&proxy.node);
                 *proxy.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+                // Only now that no route names them may retired pods go.
+                proxy.pods.sweep(&routed);
             })
             .await
         })

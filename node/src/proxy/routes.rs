@@ -90,6 +90,19 @@ impl RouteTable {
         self.routes.len()
     }
 
+    /// Pod keys (`namespace/name`) of every endpoint on `node`.
+    pub fn local_pods(&self, node: &str) -> std::collections::HashSet<String> {
+        self.routes
+            .iter()
+            .flat_map(|r| {
+                r.endpoints
+                    .iter()
+                    .filter(|e| e.node == node)
+                    .map(|e| crate::pods::pod_key(&r.namespace, &e.pod))
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
