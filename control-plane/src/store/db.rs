@@ -45,6 +45,19 @@ impl Db {
         Ok(Db { inner })
     }
 
+    /// Opens an existing database for reading only (no lock, no writes), so
+    /// a stopped member's data can be inspected.
+    pub(crate) fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        if !path.is_dir() {
+            return Err(StoreError::Config(format!(
+                "no store database at {}",
+                path.display()
+            )));
+        }
+        let inner = DB::open_cf_for_read_only(&Options::default(), path, ALL_CFS, false)?;
+        Ok(Db { inner })
+    }
+
     pub(crate) fn raw(&self) -> &DB {
         &self.inner
     }

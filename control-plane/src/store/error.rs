@@ -20,6 +20,10 @@ pub enum StoreError {
     Stopped(String),
     #[error("raft: {0}")]
     Raft(String),
+    /// A valid request the store will not carry out (removing the last voter,
+    /// re-using a member id at another address).
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("invalid store config: {0}")]
     Config(String),
     #[error("rocksdb: {0}")]

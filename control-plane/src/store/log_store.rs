@@ -99,6 +99,40 @@ impl LogStore {
     }
 }
 
+/// Whether the database holds any Raft state: a vote, a log entry, a purge
+/// point or an applied entry (a restored store has no entries, only the rest).
+pub(crate) fn holds_state(db: &Db) -> Result<bool, StoreError> {
+    let vote: Option<Vote> = db.get_decoded(CF_RAFT, KEY_VOTE)?;
+    if vote.is_some_and(|v| v != Vote::default()) {
+        return Ok(true);
+    }
+    let purged: Option<LogId> = db.get_decoded(CF_RAFT, KEY_PURGED)?;
+    if purged.is_some() {
+        return Ok(true);
+    }
+    let cf = db.cf(CF_LOGS)?;
+    Ok(db
+        .raw()
+        .iterator_cf(cf, IteratorMode::Start)
+        .next()
+        .is_some())
+}
+
+/// The log side of a restored store: an empty log purged up to `last` (which
+/// is also committed), and `vote`. Added to the caller's batch.
+pub(crate) fn restored_meta(
+    db: &Db,
+    batch: &mut WriteBatch,
+    last: &LogId,
+    vote: &Vote,
+) -> Result<(), StoreError> {
+    let cf = db.cf(CF_RAFT)?;
+    batch.put_cf(cf, KEY_VOTE, db::encode(vote)?);
+    batch.put_cf(cf, KEY_PURGED, db::encode(last)?);
+    batch.put_cf(cf, KEY_COMMITTED, db::encode(&Some(*last))?);
+    Ok(())
+}
+
 fn start_of(range: &impl RangeBounds<u64>) -> u64 {
     match range.start_bound() {
         Bound::Included(s) => *s,

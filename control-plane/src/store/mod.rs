@@ -6,10 +6,19 @@
 //! Only this module knows openraft and RocksDB: the rest of the control plane
 //! codes against [`Store`].
 //!
+//! Any member serves the whole store: writes are forwarded to the leader and
+//! reads can be made linearizable on any member (`cluster`). Members join as
+//! learners, catch up, then vote. Backups stream a consistent snapshot with a
+//! checksum; a restore builds a single-voter member that keeps the backup's
+//! revisions (`backup`).
+//!
 //! Layout: [`types`] (public types, Raft type config), `log_store` (Raft log
 //! and vote), `state_machine` (apply, snapshots via `snapshot`), `kv` (reads),
-//! `watch` (event fan-out and history), `network` / `rpc` (Raft over HTTP).
+//! `watch` (event fan-out and history), `network` / `rpc` (member RPCs over
+//! HTTP), `cluster` (forwarding, read index, membership), `backup`.
 
+mod backup;
+mod cluster;
 mod db;
 mod error;
 mod kv;
@@ -26,18 +35,18 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError};
+use openraft::error::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
 
 pub use error::StoreError;
 pub use types::{
-    Check, EventKind, KeyValue, Node, NodeId, Op, Raft, Revision, Txn, TxnOutcome, TypeConfig,
-    WatchEvent,
+    BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Raft,
+    Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
 
 use db::Db;
@@ -74,6 +83,13 @@ pub struct StoreConfig {
     /// further (openraft allows one heartbeat interval per RPC), so blob chunks
     /// should stay around 1 MiB.
     pub max_payload_entries: u64,
+    /// How long a write or read barrier may take, retries across leader
+    /// changes included, before it fails with `NotLeader` or `Timeout`.
+    /// `None`: three times `election_max`.
+    pub request_timeout: Option<Duration>,
+    /// How long a joining member may take to catch up before `add_member`
+    /// gives up (it then stays a learner).
+    pub join_timeout: Duration,
 }
 
 impl StoreConfig {
@@ -96,7 +112,13 @@ impl StoreConfig {
             snapshot_every: 1000,
             keep_logs: 200,
             max_payload_entries: 300,
+            request_timeout: None,
+            join_timeout: Duration::from_secs(60),
         }
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(self.election_max * 3)
     }
 
     fn raft_config(&self) -> Result<Config, StoreError> {
@@ -139,6 +161,8 @@ impl fmt::Debug for StoreConfig {
             .field("snapshot_every", &self.snapshot_every)
             .field("keep_logs", &self.keep_logs)
             .field("max_payload_entries", &self.max_payload_entries)
+            .field("request_timeout", &self.request_timeout)
+            .field("join_timeout", &self.join_timeout)
             .finish()
     }
 }
@@ -151,13 +175,26 @@ pub struct Store {
     secret: Arc<str>,
     raft: Raft,
     shared: Arc<Shared>,
-    /// How long a write or read barrier waits for a leader to be elected.
+    /// How long `initialize_single` waits to lead.
     leader_wait: Duration,
+    /// Deadline of one write, read barrier or membership RPC, retries included.
+    request_timeout: Duration,
+    join_timeout: Duration,
+    heartbeat: Duration,
+    /// Calls to other members (forwarded writes, read indexes, membership).
+    http: reqwest::Client,
+    /// Membership changes on the leader happen one at a time.
+    membership_lock: tokio::sync::Mutex<()>,
+    /// Set when `shutdown` begins: requests are refused as "not leader".
+    stopped: AtomicBool,
+    /// The data dir held Raft state when opened.
+    initialized_at_open: bool,
 }
 
 impl Store {
     pub async fn open(config: StoreConfig) -> Result<Arc<Store>, StoreError> {
         let raft_config = Arc::new(config.raft_config()?);
+        let request_timeout = config.request_timeout();
         let data_dir = config.data_dir.clone();
         let (db, snapshots) = tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&data_dir)?;
@@ -168,10 +205,12 @@ impl Store {
         .await
         .map_err(|e| StoreError::Stopped(format!("open: {e}")))??;
         let db = Arc::new(db);
+        let initialized_at_open = log_store::holds_state(&db)?;
         let shared = Shared::open(db.clone(), snapshots)?;
         let secret: Arc<str> = config.secret.as_str().into();
-        let network = Network::new(config.id, secret.clone())
-            .map_err(|e| StoreError::Config(format!("http client: {e}")))?;
+        let http =
+            network::http_client().map_err(|e| StoreError::Config(format!("http client: {e}")))?;
+        let network = Network::new(config.id, secret.clone(), http.clone());
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -188,6 +227,13 @@ impl Store {
             raft,
             shared,
             leader_wait: config.election_max * 3,
+            request_timeout,
+            join_timeout: config.join_timeout,
+            heartbeat: config.heartbeat,
+            http,
+            membership_lock: tokio::sync::Mutex::new(()),
+            stopped: AtomicBool::new(false),
+            initialized_at_open,
         }))
     }
 
@@ -214,53 +260,6 @@ impl Store {
             .await
             .map_err(|e| StoreError::Timeout(e.to_string()))?;
         Ok(())
-    }
-
-    /// Proposes through Raft; returns once committed (fsynced on a majority)
-    /// and applied locally.
-    pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
-        self.wait_for_leader().await?;
-        match self.raft.client_write(txn).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(StoreError::Raft(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(StoreError::Stopped(e.to_string())),
-        }
-    }
-
-    /// Linearizable read barrier (read-index on the leader): once it returns,
-    /// local reads reflect every write committed before it was called.
-    /// Followers get `NotLeader` for now.
-    pub async fn read_barrier(&self) -> Result<(), StoreError> {
-        self.wait_for_leader().await?;
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(e)) => Err(StoreError::Raft(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(StoreError::Stopped(e.to_string())),
-        }
-    }
-
-    /// Right after start no leader is known for an election timeout or two;
-    /// waiting here spares every caller a retry loop.
-    async fn wait_for_leader(&self) -> Result<(), StoreError> {
-        if self.raft.metrics().borrow().current_leader.is_some() {
-            return Ok(());
-        }
-        self.raft
-            .wait(Some(self.leader_wait))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .map(|_| ())
-            .map_err(|_| StoreError::NotLeader { leader: None })
     }
 
     /// The key from local applied state (not a linearizable read by itself).
@@ -315,21 +314,61 @@ impl Store {
         self.id
     }
 
-    /// The openraft handle, for membership changes and metrics (joining
-    /// members, `reef admin members`).
+    /// The openraft handle, for metrics (prefer [`Store::members`],
+    /// [`Store::add_member`] and [`Store::remove_member`] for membership).
     pub fn raft(&self) -> &Raft {
         &self.raft
     }
 
-    /// Routes for the Raft RPCs (`POST /raft/append`, `/raft/vote`,
-    /// `/raft/snapshot`), to be mounted by the API server on its port.
+    fn secret(&self) -> Arc<str> {
+        self.secret.clone()
+    }
+
+    /// Routes for the member RPCs under `/raft/` (Raft itself, forwarded
+    /// writes, read indexes, membership, status), authenticated with the
+    /// member secret, to be mounted by the API server on its port.
     pub fn raft_router(self: &Arc<Self>) -> axum::Router {
-        rpc::router(self.raft.clone(), self.secret.clone())
+        rpc::router(self)
+    }
+
+    /// Streams a backup of this member's applied state (every key and blob
+    /// chunk, the last applied log id and membership, from one RocksDB
+    /// snapshot) into `out`, ending with a SHA-256 checksum. It reflects
+    /// this member's applied state: call [`Store::read_barrier`] first for
+    /// one that includes every write acknowledged before the call.
+    pub async fn backup(
+        &self,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<BackupInfo, StoreError> {
+        backup::write(self.shared.db.clone(), out).await
+    }
+
+    /// Offline: builds in `data_dir` (a [`StoreConfig::data_dir`] that is
+    /// empty or missing) a store that, opened with [`Store::open`] as member
+    /// `id` at `advertise`, is a single-voter cluster holding the backup's
+    /// state at the backup's revision; new writes get higher revisions.
+    /// Verifies the checksum before writing anything; on any error leaves
+    /// `data_dir` as it was. Blocks: call it outside async code or in
+    /// `spawn_blocking`.
+    pub fn restore(
+        backup: &Path,
+        data_dir: &Path,
+        id: NodeId,
+        advertise: &str,
+    ) -> Result<BackupInfo, StoreError> {
+        backup::restore(backup, data_dir, id, advertise)
+    }
+
+    /// Offline: one key's value from the store in `data_dir` (a stopped
+    /// member's [`StoreConfig::data_dir`], e.g. right after a restore).
+    pub fn read_offline(data_dir: &Path, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        backup::read_offline(data_dir, key)
     }
 
     /// Stops Raft and waits until its tasks have let go of the database, so
     /// the data dir can be reopened once this `Store` is dropped.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.stopped.store(true, Ordering::Release);
         self.raft
             .shutdown()
             .await

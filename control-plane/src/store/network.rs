@@ -33,14 +33,18 @@ pub(crate) struct Network {
     secret: Arc<str>,
 }
 
+/// The HTTP client members call each other with (one pool per member).
+pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        // Members talk directly; an environment proxy must not sit in between.
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+}
+
 impl Network {
-    pub(crate) fn new(id: NodeId, secret: Arc<str>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            // Members talk directly; an environment proxy must not sit in between.
-            .no_proxy()
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
-        Ok(Network { id, client, secret })
+    pub(crate) fn new(id: NodeId, secret: Arc<str>, client: reqwest::Client) -> Self {
+        Network { id, client, secret }
     }
 }
 

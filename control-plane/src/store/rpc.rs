@@ -1,30 +1,109 @@
-//! The server side of the Raft RPCs: axum routes the API server mounts on its
-//! port, and the wire forms both sides share.
+//! The server side of the member RPCs: axum routes the API server mounts on
+//! its port, and the wire forms both sides share. Besides openraft's three
+//! (`append`, `vote`, `snapshot`) members call each other for forwarded
+//! writes (`txn`), read indexes (`read-index`), membership changes
+//! (`add-member`, `remove-member`) and a member's progress (`GET status`).
 //!
 //! Order of a request: bearer check (before the body is read), body limit,
 //! MessagePack decode, then the local Raft node. Replies are
 //! `Result<response, RaftError>` in MessagePack with status 200, so a Raft-level
 //! refusal travels as data; HTTP errors mean the call itself failed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::types::{NodeId, Raft, SnapshotMeta, TypeConfig, Vote};
+use super::error::StoreError;
+use super::types::{NodeId, Raft, Revision, SnapshotMeta, Txn, TypeConfig, Vote};
+use super::Store;
 
 pub(crate) const PATH_APPEND: &str = "/raft/append";
 pub(crate) const PATH_VOTE: &str = "/raft/vote";
 pub(crate) const PATH_SNAPSHOT: &str = "/raft/snapshot";
+pub(crate) const PATH_TXN: &str = "/raft/txn";
+pub(crate) const PATH_READ_INDEX: &str = "/raft/read-index";
+pub(crate) const PATH_STATUS: &str = "/raft/status";
+pub(crate) const PATH_ADD_MEMBER: &str = "/raft/add-member";
+pub(crate) const PATH_REMOVE_MEMBER: &str = "/raft/remove-member";
 pub(crate) const MSGPACK: &str = "application/msgpack";
+
+/// Why the leader side did not carry out a member RPC; the reply is
+/// `Result<T, Refusal>`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    /// Not the leader (or shutting down): nothing was proposed.
+    NotLeader { leader: Option<NodeId> },
+    /// Did not finish in time; a write's outcome is unknown.
+    Timeout(String),
+    /// Will not do it (see [`StoreError::Refused`]).
+    Refused(String),
+    /// Anything else, as text.
+    Failed(String),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotLeader { leader } => Refusal::NotLeader { leader },
+            StoreError::Timeout(m) => Refusal::Timeout(m),
+            StoreError::Refused(m) => Refusal::Refused(m),
+            other => Refusal::Failed(other.to_string()),
+        }
+    }
+}
+
+impl From<Refusal> for StoreError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotLeader { leader } => StoreError::NotLeader { leader },
+            Refusal::Timeout(m) => StoreError::Timeout(m),
+            Refusal::Refused(m) => StoreError::Refused(m),
+            Refusal::Failed(m) => StoreError::Raft(format!("on the leader: {m}")),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct AddMember {
+    pub id: NodeId,
+    pub address: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RemoveMember {
+    pub id: NodeId,
+}
+
+/// A member's progress, as it reports it (`GET /raft/status`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MemberStatus {
+    pub id: NodeId,
+    /// Last applied log index.
+    pub applied: Revision,
+    pub last_log_index: Option<u64>,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// Holds Raft state (false for a fresh or wiped data dir).
+    pub initialized: bool,
+}
+
+/// What the handlers need: the Raft handle for openraft's RPCs, and the
+/// store (weakly, so open connections do not keep a dropped store's
+/// database open) for the others.
+#[derive(Clone)]
+struct RpcState {
+    raft: Raft,
+    store: Weak<Store>,
+}
 
 /// Far above axum's 2 MiB default, which silently stalls snapshot installs and
 /// batches of blob chunks. Only authenticated members get this far.
@@ -66,14 +145,23 @@ impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
     }
 }
 
-pub(crate) fn router(raft: Raft, secret: Arc<str>) -> Router {
+pub(crate) fn router(store: &Arc<Store>) -> Router {
+    let state = RpcState {
+        raft: store.raft().clone(),
+        store: Arc::downgrade(store),
+    };
     Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_TXN, post(txn))
+        .route(PATH_READ_INDEX, post(read_index))
+        .route(PATH_STATUS, get(status))
+        .route(PATH_ADD_MEMBER, post(add_member))
+        .route(PATH_REMOVE_MEMBER, post(remove_member))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .route_layer(middleware::from_fn_with_state(secret, authorize))
-        .with_state(raft)
+        .route_layer(middleware::from_fn_with_state(store.secret(), authorize))
+        .with_state(state)
 }
 
 /// Compares without an early exit, so timing does not reveal the secret.
@@ -129,23 +217,76 @@ fn reply<T: Serialize>(value: &T) -> Response {
     }
 }
 
-async fn append(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn append(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
-        Ok(req) => reply(&raft.append_entries(req).await),
+        Ok(req) => reply(&s.raft.append_entries(req).await),
         Err(e) => bad_request(e),
     }
 }
 
-async fn vote(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<VoteRequest<NodeId>>(&body) {
-        Ok(req) => reply(&raft.vote(req).await),
+        Ok(req) => reply(&s.raft.vote(req).await),
         Err(e) => bad_request(e),
     }
 }
 
-async fn snapshot(State(raft): State<Raft>, body: Bytes) -> Response {
+async fn snapshot(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<SnapshotChunk>(&body) {
-        Ok(chunk) => reply(&raft.install_snapshot(chunk.into()).await),
+        Ok(chunk) => reply(&s.raft.install_snapshot(chunk.into()).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+/// The store was dropped: the caller may safely try another member.
+fn gone() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this member's store is closed\n",
+    )
+        .into_response()
+}
+
+async fn txn(State(s): State<RpcState>, body: Bytes) -> Response {
+    let Some(store) = s.store.upgrade() else {
+        return gone();
+    };
+    match decode::<Txn>(&body) {
+        Ok(txn) => reply(&store.serve_txn(txn).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn read_index(State(s): State<RpcState>) -> Response {
+    match s.store.upgrade() {
+        Some(store) => reply(&store.serve_read_index().await),
+        None => gone(),
+    }
+}
+
+async fn status(State(s): State<RpcState>) -> Response {
+    match s.store.upgrade() {
+        Some(store) => reply(&Ok::<_, Refusal>(store.status())),
+        None => gone(),
+    }
+}
+
+async fn add_member(State(s): State<RpcState>, body: Bytes) -> Response {
+    let Some(store) = s.store.upgrade() else {
+        return gone();
+    };
+    match decode::<AddMember>(&body) {
+        Ok(req) => reply(&store.serve_add_member(req).await),
+        Err(e) => bad_request(e),
+    }
+}
+
+async fn remove_member(State(s): State<RpcState>, body: Bytes) -> Response {
+    let Some(store) = s.store.upgrade() else {
+        return gone();
+    };
+    match decode::<RemoveMember>(&body) {
+        Ok(req) => reply(&store.serve_remove_member(req).await),
         Err(e) => bad_request(e),
     }
 }

@@ -8,11 +8,11 @@
 //! the store holds; all functions here block and run on a blocking thread.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rocksdb::{IteratorMode, ReadOptions, WriteBatch};
+use rocksdb::{IteratorMode, ReadOptions, Snapshot, WriteBatch};
 use serde::{Deserialize, Serialize};
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM, KEYSPACE_END};
@@ -20,13 +20,13 @@ use super::error::StoreError;
 use super::kv::{KEY_APPLIED, KEY_MEMBERSHIP};
 use super::types::{LogId, SnapshotMeta, StoredMembership};
 
-const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 const CURRENT: &str = "current.snap";
 
 #[derive(Serialize, Deserialize)]
-struct Header {
-    format: u32,
-    meta: SnapshotMeta,
+pub(crate) struct Header {
+    pub format: u32,
+    pub meta: SnapshotMeta,
 }
 
 #[derive(Serialize)]
@@ -49,7 +49,7 @@ enum RecordOut<'a> {
 }
 
 #[derive(Deserialize)]
-enum RecordIn {
+pub(crate) enum RecordIn {
     Kv {
         #[serde(with = "serde_bytes")]
         key: Vec<u8>,
@@ -75,10 +75,161 @@ fn write_value<T: Serialize>(w: &mut impl Write, value: &T) -> Result<(), StoreE
     rmp_serde::encode::write_named(w, value).map_err(codec)
 }
 
-type Reader = rmp_serde::Deserializer<rmp_serde::decode::ReadReader<BufReader<File>>>;
+type Reader<R> = rmp_serde::Deserializer<rmp_serde::decode::ReadReader<R>>;
 
-fn read_value<T: for<'de> Deserialize<'de>>(r: &mut Reader) -> Result<T, StoreError> {
+fn read_value<T: for<'de> Deserialize<'de>, R: Read>(r: &mut Reader<R>) -> Result<T, StoreError> {
     T::deserialize(r).map_err(codec)
+}
+
+/// Writes a record read from one stream into another.
+pub(crate) fn copy_record(out: &mut impl Write, record: &RecordIn) -> Result<(), StoreError> {
+    match record {
+        RecordIn::Kv { key, value } => write_value(out, &RecordOut::Kv { key, value }),
+        RecordIn::Blob { key, value } => write_value(out, &RecordOut::Blob { key, value }),
+        RecordIn::End { records } => write_value(out, &RecordOut::End { records: *records }),
+    }
+}
+
+pub(crate) fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    write_value(
+        out,
+        &Header {
+            format: FORMAT,
+            meta: meta.clone(),
+        },
+    )
+}
+
+/// Reads a snapshot stream: the header first, then records until `End`,
+/// whose count is checked.
+pub(crate) struct StreamReader<R: Read> {
+    reader: Reader<R>,
+    records: u64,
+    done: bool,
+}
+
+impl<R: Read> StreamReader<R> {
+    /// Reads and checks the header.
+    pub(crate) fn new(src: R) -> Result<(Self, Header), StoreError> {
+        let mut reader = rmp_serde::Deserializer::new(src);
+        let header: Header = read_value(&mut reader)?;
+        if header.format != FORMAT {
+            return Err(StoreError::corrupt(format!(
+                "snapshot format {}",
+                header.format
+            )));
+        }
+        let stream = StreamReader {
+            reader,
+            records: 0,
+            done: false,
+        };
+        Ok((stream, header))
+    }
+
+    /// The next key or blob record; `None` once `End` was read and matched.
+    pub(crate) fn next_record(&mut self) -> Result<Option<RecordIn>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        match read_value::<RecordIn, R>(&mut self.reader)? {
+            RecordIn::End { records } => {
+                if records != self.records {
+                    return Err(StoreError::corrupt(format!(
+                        "snapshot has {} records, its end says {records}",
+                        self.records
+                    )));
+                }
+                self.done = true;
+                Ok(None)
+            }
+            record => {
+                self.records += 1;
+                Ok(Some(record))
+            }
+        }
+    }
+
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Checks that nothing follows the `End` record.
+    pub(crate) fn finish(self) -> Result<(), StoreError> {
+        if !self.done {
+            return Err(StoreError::corrupt("snapshot stream ends early"));
+        }
+        let mut rest = self.reader.into_inner();
+        let mut byte = [0u8; 1];
+        if rest.read(&mut byte)? != 0 {
+            return Err(StoreError::corrupt("data after the end of the snapshot"));
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot metadata of the state machine as of `snap`.
+pub(crate) fn meta_at(db: &Db, snap: &Snapshot<'_>) -> Result<SnapshotMeta, StoreError> {
+    let applied: Option<LogId> = match snap.get_cf(db.cf(CF_SM)?, KEY_APPLIED)? {
+        Some(bytes) => db::decode(&bytes)?,
+        None => None,
+    };
+    let membership: StoredMembership = match snap.get_cf(db.cf(CF_SM)?, KEY_MEMBERSHIP)? {
+        Some(bytes) => db::decode(&bytes)?,
+        None => StoredMembership::default(),
+    };
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let snapshot_id = match &applied {
+        Some(l) => format!(
+            "{}-{}-{}-{nanos}",
+            l.leader_id.term, l.leader_id.node_id, l.index
+        ),
+        None => format!("0-0-0-{nanos}"),
+    };
+    Ok(SnapshotMeta {
+        last_log_id: applied,
+        last_membership: membership,
+        snapshot_id,
+    })
+}
+
+/// Writes a whole snapshot stream (header, every key and blob chunk as of
+/// `snap`, `End`) and returns the number of records.
+pub(crate) fn write_stream(
+    db: &Db,
+    snap: &Snapshot<'_>,
+    meta: &SnapshotMeta,
+    out: &mut impl Write,
+) -> Result<u64, StoreError> {
+    write_header(out, meta)?;
+    let mut records = 0u64;
+    for cf_name in [CF_KV, CF_BLOBS] {
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(snap);
+        for item in db
+            .raw()
+            .iterator_cf_opt(db.cf(cf_name)?, opts, IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let record = if cf_name == CF_KV {
+                RecordOut::Kv {
+                    key: &key,
+                    value: &value,
+                }
+            } else {
+                RecordOut::Blob {
+                    key: &key,
+                    value: &value,
+                }
+            };
+            write_value(out, &record)?;
+            records += 1;
+        }
+    }
+    write_value(out, &RecordOut::End { records })?;
+    Ok(records)
 }
 
 /// The directory's snapshot files; one instance per member.
@@ -99,7 +250,7 @@ impl SnapshotDir {
         Ok(SnapshotDir { dir })
     }
 
-    fn tmp_path(&self, what: &str) -> PathBuf {
+    pub(crate) fn tmp_path(&self, what: &str) -> PathBuf {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -135,7 +286,7 @@ impl SnapshotDir {
     }
 
     /// Makes a finished, fsynced file `current.snap` unless a newer one is already there.
-    fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> Result<(), StoreError> {
+    pub(crate) fn publish(&self, tmp: &Path, meta: &SnapshotMeta) -> Result<(), StoreError> {
         // An unreadable current file is simply replaced.
         if let Ok(Some((current, _))) = self.current() {
             if current.last_log_id > meta.last_log_id {
@@ -153,64 +304,10 @@ impl SnapshotDir {
     /// even if a newer snapshot has since taken its place).
     pub(crate) fn build(&self, db: &Db) -> Result<(SnapshotMeta, File), StoreError> {
         let snap = db.raw().snapshot();
-        let applied: Option<LogId> = match snap.get_cf(db.cf(CF_SM)?, KEY_APPLIED)? {
-            Some(bytes) => db::decode(&bytes)?,
-            None => None,
-        };
-        let membership: StoredMembership = match snap.get_cf(db.cf(CF_SM)?, KEY_MEMBERSHIP)? {
-            Some(bytes) => db::decode(&bytes)?,
-            None => StoredMembership::default(),
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let snapshot_id = match &applied {
-            Some(l) => format!(
-                "{}-{}-{}-{nanos}",
-                l.leader_id.term, l.leader_id.node_id, l.index
-            ),
-            None => format!("0-0-0-{nanos}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: applied,
-            last_membership: membership,
-            snapshot_id,
-        };
-
+        let meta = meta_at(db, &snap)?;
         let tmp = self.tmp_path("build");
         let mut out = BufWriter::new(File::create(&tmp)?);
-        write_value(
-            &mut out,
-            &Header {
-                format: FORMAT,
-                meta: meta.clone(),
-            },
-        )?;
-        let mut records = 0u64;
-        for cf_name in [CF_KV, CF_BLOBS] {
-            let mut opts = ReadOptions::default();
-            opts.set_snapshot(&snap);
-            for item in db
-                .raw()
-                .iterator_cf_opt(db.cf(cf_name)?, opts, IteratorMode::Start)
-            {
-                let (key, value) = item?;
-                let record = if cf_name == CF_KV {
-                    RecordOut::Kv {
-                        key: &key,
-                        value: &value,
-                    }
-                } else {
-                    RecordOut::Blob {
-                        key: &key,
-                        value: &value,
-                    }
-                };
-                write_value(&mut out, &record)?;
-                records += 1;
-            }
-        }
-        write_value(&mut out, &RecordOut::End { records })?;
+        write_stream(db, &snap, &meta, &mut out)?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -228,14 +325,7 @@ impl SnapshotDir {
         mut src: File,
     ) -> Result<(), StoreError> {
         src.seek(SeekFrom::Start(0))?;
-        let mut reader = rmp_serde::Deserializer::new(BufReader::new(src));
-        let header: Header = read_value(&mut reader)?;
-        if header.format != FORMAT {
-            return Err(StoreError::corrupt(format!(
-                "snapshot format {}",
-                header.format
-            )));
-        }
+        let (mut stream, header) = StreamReader::new(BufReader::new(src))?;
         if header.meta.snapshot_id != meta.snapshot_id
             || header.meta.last_log_id != meta.last_log_id
         {
@@ -255,41 +345,20 @@ impl SnapshotDir {
         let tmp = self.tmp_path("install");
         let mut copy = BufWriter::new(File::create(&tmp)?);
         write_value(&mut copy, &header)?;
-        let mut records = 0u64;
-        loop {
-            match read_value::<RecordIn>(&mut reader)? {
-                RecordIn::Kv { key, value } => {
-                    write_value(
-                        &mut copy,
-                        &RecordOut::Kv {
-                            key: &key,
-                            value: &value,
-                        },
-                    )?;
-                    batch.put_cf(kv, key, value);
-                }
-                RecordIn::Blob { key, value } => {
-                    write_value(
-                        &mut copy,
-                        &RecordOut::Blob {
-                            key: &key,
-                            value: &value,
-                        },
-                    )?;
-                    batch.put_cf(blobs, key, value);
-                }
-                RecordIn::End { records: expected } => {
-                    if expected != records {
-                        return Err(StoreError::corrupt(format!(
-                            "snapshot has {records} records, its end says {expected}"
-                        )));
-                    }
-                    write_value(&mut copy, &RecordOut::End { records })?;
-                    break;
-                }
+        while let Some(record) = stream.next_record()? {
+            copy_record(&mut copy, &record)?;
+            match record {
+                RecordIn::Kv { key, value } => batch.put_cf(kv, key, value),
+                RecordIn::Blob { key, value } => batch.put_cf(blobs, key, value),
+                RecordIn::End { .. } => {}
             }
-            records += 1;
         }
+        write_value(
+            &mut copy,
+            &RecordOut::End {
+                records: stream.records(),
+            },
+        )?;
         let file = copy.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);

@@ -82,6 +82,39 @@ pub struct WatchEvent {
     pub kv: KeyValue,
 }
 
+/// What a member does in the cluster, as one member sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRole {
+    /// The voter that currently leads.
+    Leader,
+    /// A voter that does not lead.
+    Follower,
+    /// Receives the log but does not vote (a member still catching up).
+    Learner,
+}
+
+/// One member of the current membership.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    /// "host:port" where members reach it.
+    pub address: String,
+    pub role: MemberRole,
+}
+
+/// What [`Store::backup`](super::Store::backup) wrote or
+/// [`Store::restore`](super::Store::restore) read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupInfo {
+    /// The revision (last applied log index) the backup reflects.
+    pub revision: Revision,
+    /// Size of the backup file.
+    pub bytes: u64,
+    /// SHA-256 (lowercase hex) of every byte of the file before the checksum,
+    /// which is the file's last 64 bytes.
+    pub checksum: String,
+}
+
 openraft::declare_raft_types!(
     /// The store's Raft type configuration. Snapshots are files on disk
     /// (they carry every blob), streamed in chunks by openraft.

@@ -1,7 +1,10 @@
 //! Store tests on real RocksDB in temp dirs; the cluster test runs real HTTP
 //! on loopback. Waits poll Raft metrics with a deadline, never sleep.
 
+mod backup;
 mod cluster;
+mod harness;
+mod members;
 mod single;
 mod suite;
 
