@@ -8,7 +8,7 @@ use reef_api::config::{self, ClientConfig};
 use reef_api::quantity::{Cpu, Memory};
 use reef_api::{Client, Kind, Labels, NodeSpec, NodeStatus, Resources};
 use reef_control_plane::apiserver::ApiConfig;
-use reef_control_plane::member::{Member, MemberConfig};
+use reef_control_plane::member::{Bootstrap, Member, MemberConfig};
 use reef_control_plane::scheduler::plan::Policy;
 use reef_node::agent::AgentConfig;
 use reef_node::daemon::{self, NodeConfig};
@@ -43,6 +43,12 @@ pub struct ControlPlaneTuning {
     /// Largest component upload accepted, in bytes.
     #[arg(long, env = "REEF_MAX_BLOB_SIZE", default_value_t = 64 << 20)]
     max_blob_size: usize,
+    /// Snapshot the store and compact its log every this many Raft entries.
+    #[arg(long, env = "REEF_SNAPSHOT_EVERY", default_value_t = 1000)]
+    snapshot_every: u64,
+    /// Raft log entries kept behind a snapshot, so briefly lagging members catch up from the log.
+    #[arg(long, env = "REEF_KEEP_LOGS", default_value_t = 200)]
+    keep_logs: u64,
 }
 
 impl ControlPlaneTuning {
@@ -91,8 +97,14 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "REEF_ADVERTISE")]
     advertise: Option<String>,
     /// Create a new cluster with this member as its first voter (ignored once the data dir holds state).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "join")]
     init: bool,
+    /// Join the cluster of this member URL (ignored once the data dir holds state).
+    #[arg(long, env = "REEF_JOIN")]
+    join: Option<String>,
+    /// File holding the cluster's join token, for --join (or set REEF_JOIN_TOKEN).
+    #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
+    join_token_file: Option<PathBuf>,
     #[command(flatten)]
     tuning: ControlPlaneTuning,
 }
@@ -231,9 +243,11 @@ pub async fn up(args: UpArgs) -> CliResult {
         data_dir: data_dir.clone(),
         listener: api_listener,
         advertise: None,
-        init: true,
+        bootstrap: Bootstrap::Init,
         policy: args.control_plane.scheduler_policy,
         api: args.control_plane.api(),
+        snapshot_every: Some(args.control_plane.snapshot_every),
+        keep_logs: Some(args.control_plane.keep_logs),
     })
     .await?;
     let tokens = member
@@ -290,7 +304,31 @@ pub async fn up(args: UpArgs) -> CliResult {
     Ok(())
 }
 
+/// The join token from `--join-token-file FILE`, else `REEF_JOIN_TOKEN`.
+fn join_token(file: Option<&Path>) -> Result<String, Failure> {
+    match (file, std::env::var("REEF_JOIN_TOKEN")) {
+        (Some(file), _) => Ok(std::fs::read_to_string(file)
+            .map_err(|e| {
+                Failure::usage(format!("error: --join-token-file {}: {e}", file.display()))
+            })?
+            .trim()
+            .to_string()),
+        (None, Ok(token)) => Ok(token),
+        (None, Err(_)) => Err(Failure::usage(
+            "error: give --join-token-file FILE or set REEF_JOIN_TOKEN",
+        )),
+    }
+}
+
 pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
+    let bootstrap = match (&args.join, args.init) {
+        (Some(url), _) => Bootstrap::Join {
+            url: url.clone(),
+            token: join_token(args.join_token_file.as_deref())?,
+        },
+        (None, true) => Bootstrap::Init,
+        (None, false) => Bootstrap::Resume,
+    };
     create_dir(&args.data_dir)?;
     let listener = bind("listen", &args.listen).await?;
     let address = listener.local_addr().map_err(anyhow::Error::from)?;
@@ -299,9 +337,11 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         data_dir: args.data_dir.clone(),
         listener,
         advertise: args.advertise.clone(),
-        init: args.init,
+        bootstrap,
         policy: args.tuning.scheduler_policy,
         api: args.tuning.api(),
+        snapshot_every: Some(args.tuning.snapshot_every),
+        keep_logs: Some(args.tuning.keep_logs),
     })
     .await?;
     announce(&args.data_dir, &[("api", address.to_string())])?;
@@ -312,20 +352,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
 
 pub async fn node(args: NodeArgs) -> CliResult {
     create_dir(&args.data_dir)?;
-    let token = match (&args.join_token_file, std::env::var("REEF_JOIN_TOKEN")) {
-        (Some(file), _) => std::fs::read_to_string(file)
-            .map_err(|e| {
-                Failure::usage(format!("error: --join-token-file {}: {e}", file.display()))
-            })?
-            .trim()
-            .to_string(),
-        (None, Ok(token)) => token,
-        (None, Err(_)) => {
-            return Err(Failure::usage(
-                "error: give --join-token-file FILE or set REEF_JOIN_TOKEN",
-            ))
-        }
-    };
+    let token = join_token(args.join_token_file.as_deref())?;
     let client = Client::new(config::parse_servers(&args.server), Some(token))?;
     let ingress = bind("ingress", &args.ingress).await?;
     let ingress_addr = ingress.local_addr().map_err(anyhow::Error::from)?;

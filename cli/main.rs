@@ -4,6 +4,7 @@
 //! Exit codes: 0 ok; 2 bad usage or bad input (including the server's 400/422);
 //! 1 anything else that failed.
 
+mod admin;
 mod daemons;
 mod output;
 mod verbs;
@@ -98,6 +99,11 @@ enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Cluster operations: members, backup, restore.
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Delete an object, or every object of a manifest file.
     Delete {
         kind: Option<String>,
@@ -151,6 +157,7 @@ fn main() -> ExitCode {
                 wait,
             } => verbs::apply(&file, namespace, wait).await,
             Command::Get(args) => verbs::get(args).await,
+            Command::Admin { command } => admin::run(command).await,
             Command::Describe {
                 kind,
                 name,

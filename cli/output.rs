@@ -69,6 +69,12 @@ pub fn print(
     }
 }
 
+/// Prints an aligned table with a header.
+pub fn print_rows(header: &[&str], rows: &[Vec<String>]) {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    print!("{}", align(Some(&header), rows));
+}
+
 fn align(header: Option<&Vec<String>>, rows: &[Vec<String>]) -> String {
     let all: Vec<&Vec<String>> = header.into_iter().chain(rows.iter()).collect();
     let columns = all.iter().map(|r| r.len()).max().unwrap_or(0);

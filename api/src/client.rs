@@ -44,6 +44,14 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// A control-plane member: its `--id`, address, and role (leader, follower, learner).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+    pub role: String,
+}
+
 /// URL path of a collection (`name = None`) or one object. `namespace = None` on a
 /// namespaced kind lists across all namespaces.
 pub fn object_path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> String {
@@ -65,6 +73,7 @@ pub struct Client {
     token: Option<String>,
     /// The server that answered last; tried first next time.
     preferred: Arc<AtomicUsize>,
+    retry_for: Duration,
 }
 
 impl Client {
@@ -82,6 +91,7 @@ impl Client {
             servers: Arc::new(servers),
             token,
             preferred: Arc::new(AtomicUsize::new(0)),
+            retry_for: Duration::from_secs(15),
         })
     }
 
@@ -91,6 +101,10 @@ impl Client {
 
     /// Sends to each server in turn until one answers; error statuses are returned
     /// as [`ClientError::Api`] without trying further servers.
+    /// Sends to each server in turn until one answers. A member that cannot serve
+    /// (unreachable, or 503 because it has no quorum) makes the client try the
+    /// next one, and whole rounds repeat until `retry_for` has passed, so a leader
+    /// election looks like a short pause. Other error statuses are final.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -98,35 +112,56 @@ impl Client {
         body: Option<(Bytes, &str)>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response> {
-        let start = self.preferred.load(Ordering::Relaxed);
-        let mut last_error = String::new();
-        for i in 0..self.servers.len() {
-            let index = (start + i) % self.servers.len();
-            let url = format!("{}{}", self.servers[index], path);
-            let mut request = self.http.request(method.clone(), &url);
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
-            if let Some((bytes, content_type)) = &body {
-                request = request
-                    .header(reqwest::header::CONTENT_TYPE, *content_type)
-                    .body(bytes.clone());
-            }
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            match request.send().await {
-                Ok(response) => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    return check_status(response).await;
+        let deadline = std::time::Instant::now() + self.retry_for;
+        let mut last_error;
+        loop {
+            let start = self.preferred.load(Ordering::Relaxed);
+            last_error = None;
+            for i in 0..self.servers.len() {
+                let index = (start + i) % self.servers.len();
+                let url = format!("{}{}", self.servers[index], path);
+                let mut request = self.http.request(method.clone(), &url);
+                if let Some(token) = &self.token {
+                    request = request.bearer_auth(token);
                 }
-                Err(e) => last_error = error_chain(&e),
+                if let Some((bytes, content_type)) = &body {
+                    request = request
+                        .header(reqwest::header::CONTENT_TYPE, *content_type)
+                        .body(bytes.clone());
+                }
+                if let Some(timeout) = timeout {
+                    request = request.timeout(timeout);
+                }
+                match request.send().await {
+                    Ok(response) => match check_status(response).await {
+                        Err(ClientError::Api(e)) if e.code == 503 => {
+                            last_error = Some(ClientError::Api(e));
+                        }
+                        other => {
+                            self.preferred.store(index, Ordering::Relaxed);
+                            return other;
+                        }
+                    },
+                    Err(e) => {
+                        last_error = Some(ClientError::Unreachable {
+                            servers: self.servers.join(", "),
+                            message: error_chain(&e),
+                        })
+                    }
+                }
             }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err(ClientError::Unreachable {
-            servers: self.servers.join(", "),
-            message: last_error,
-        })
+        Err(last_error.unwrap_or(ClientError::NoServer))
+    }
+
+    /// How long requests keep trying other members before giving up (default 15 s).
+    pub fn with_retry_for(mut self, retry_for: Duration) -> Client {
+        self.retry_for = retry_for;
+        self
     }
 
     async fn json<T: DeserializeOwned>(
@@ -278,6 +313,62 @@ impl Client {
         let path = with_query(object_path(kind, namespace, None), &params);
         let response = self.send(reqwest::Method::GET, &path, None, None).await?;
         Ok(ndjson(response.bytes_stream()))
+    }
+
+    /// The control-plane members as the answering member sees them.
+    pub async fn members(&self) -> Result<Vec<Member>> {
+        self.json(reqwest::Method::GET, "/api/v1/members", None::<&()>)
+            .await
+    }
+
+    /// Adds a member (learner, then voter once caught up); returns the new membership.
+    pub async fn add_member(&self, id: u64, address: &str) -> Result<Vec<Member>> {
+        let body = serde_json::json!({"id": id, "address": address});
+        self.json(reqwest::Method::POST, "/api/v1/members", Some(&body))
+            .await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>> {
+        self.json(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/members/{id}"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Streams a consistent backup into `file`; returns (revision, sha256 hex, bytes).
+    pub async fn backup(&self, file: &std::path::Path) -> Result<(u64, String, u64)> {
+        use tokio::io::AsyncWriteExt;
+        let response = self
+            .send(
+                reqwest::Method::GET,
+                "/api/v1/admin/backup",
+                None,
+                Some(Duration::from_secs(3600)),
+            )
+            .await?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        let revision = header("x-reef-revision").parse().unwrap_or(0);
+        let checksum = header("x-reef-sha256");
+        let io = |e: std::io::Error| ClientError::Decode(format!("{}: {e}", file.display()));
+        let mut out = tokio::fs::File::create(file).await.map_err(io)?;
+        let mut stream = response.bytes_stream();
+        let mut written = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ClientError::Decode(error_chain(&e)))?;
+            out.write_all(&chunk).await.map_err(io)?;
+            written += chunk.len() as u64;
+        }
+        out.sync_all().await.map_err(io)?;
+        Ok((revision, checksum, written))
     }
 
     /// A raw GET for endpoints without a typed helper (logs, metrics).

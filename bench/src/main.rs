@@ -4,11 +4,14 @@
 //! ```text
 //! reef-bench apply-latency [--reef PATH] [--runs 10]
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
+//! reef-bench replicated-writes [--reef PATH] [--seconds 10]   (needs etcd: apt-get install etcd-server)
+//! reef-bench failover [--reef PATH] [--runs 10]
 //! ```
 //! `--reef` defaults to the release binary in `$CARGO_TARGET_DIR` (or `target/`).
 
 mod cluster;
 mod hyper_hello;
+mod replicated;
 mod wrk;
 
 use anyhow::{bail, Context};
@@ -207,6 +210,8 @@ async fn main() -> anyhow::Result<()> {
     match args.command.as_str() {
         "apply-latency" => apply_latency(&args).await,
         "proxy" => proxy(&args).await,
-        _ => bail!("usage: reef-bench apply-latency|proxy [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R]"),
+        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds)).await,
+        "failover" => replicated::failover(&args.reef, args.runs).await,
+        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R]"),
     }
 }

@@ -1,16 +1,33 @@
 //! One control-plane member wired together: store, API server, scheduler and
 //! controllers, serving on one port (API and Raft share it).
+//!
+//! A member with an empty data dir either starts a cluster (`Bootstrap::Init`) or
+//! joins one (`Bootstrap::Join`: fetch the Raft secret with the join token, start
+//! serving, ask any member to add it; it becomes a learner, catches up, then a
+//! voter). A member whose data dir holds state resumes and ignores both.
 
+use crate::apiserver::cluster::{JoinInfo, RAFT_SECRET_KEY};
 use crate::apiserver::{self, auth, ApiConfig};
 use crate::registry::Registry;
 use crate::scheduler::{plan::Policy, Scheduler};
-use crate::store::{Store, StoreConfig};
-use anyhow::Context;
+use crate::store::{Check, Op, Store, StoreConfig, Txn};
+use anyhow::{bail, Context};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+
+/// How a member with an empty data dir comes to be part of a cluster.
+#[derive(Clone, Debug)]
+pub enum Bootstrap {
+    /// Only resume from the data dir.
+    Resume,
+    /// Start a new cluster with this member as its only voter.
+    Init,
+    /// Join the cluster that `url` (any member) belongs to.
+    Join { url: String, token: String },
+}
 
 pub struct MemberConfig {
     pub id: u64,
@@ -19,10 +36,13 @@ pub struct MemberConfig {
     pub listener: TcpListener,
     /// The address other members and nodes use; defaults to the bound one.
     pub advertise: Option<String>,
-    /// Make this the first member of a new cluster if its data dir is empty.
-    pub init: bool,
+    pub bootstrap: Bootstrap,
     pub policy: Policy,
     pub api: ApiConfig,
+    /// Take a Raft snapshot (and compact the log) every this many entries.
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    pub keep_logs: Option<u64>,
 }
 
 pub struct Member {
@@ -34,24 +54,82 @@ pub struct Member {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+const SECRET_FILE: &str = "raft.secret";
+
+/// The Raft secret: from the data dir, or minted (init), or fetched (join).
+async fn raft_secret(data_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Result<String> {
+    let path = data_dir.join(SECRET_FILE);
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        if !secret.trim().is_empty() {
+            return Ok(secret.trim().to_string());
+        }
+    }
+    let secret = match bootstrap {
+        Bootstrap::Init => auth::new_token(),
+        Bootstrap::Join { url, token } => fetch_join_info(url, token).await?.raft_secret,
+        Bootstrap::Resume => bail!(
+            "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
+            data_dir.display()
+        ),
+    };
+    reef_api::config::write_private(&path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+fn join_client(url: &str, token: &str) -> anyhow::Result<reef_api::Client> {
+    Ok(reef_api::Client::new(
+        reef_api::config::parse_servers(url),
+        Some(token.to_string()),
+    )?
+    .with_retry_for(Duration::from_secs(60)))
+}
+
+async fn fetch_join_info(url: &str, token: &str) -> anyhow::Result<JoinInfo> {
+    let client = join_client(url, token)?;
+    let response = client
+        .get_raw("/api/v1/cluster/join")
+        .await
+        .with_context(|| format!("asking {url} to join"))?;
+    response.json().await.context("reading the join answer")
+}
+
+/// Asks the cluster to add this member; returns once it is a voter.
+async fn request_membership(
+    url: &str,
+    token: &str,
+    id: u64,
+    advertise: &str,
+) -> anyhow::Result<()> {
+    let client = join_client(url, token)?;
+    client.add_member(id, advertise).await.with_context(|| {
+        format!("joining the cluster through {url} as member {id} at {advertise}")
+    })?;
+    Ok(())
+}
+
 impl Member {
     pub async fn start(config: MemberConfig) -> anyhow::Result<Member> {
         let address = config.listener.local_addr()?;
         let advertise = config.advertise.unwrap_or_else(|| address.to_string());
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        // Members authenticate Raft RPCs with their own secret, not the join token:
-        // nodes hold that one and must not be able to speak Raft.
-        let secret = auth::token_file(&config.data_dir, "raft.secret")
-            .with_context(|| format!("reading the Raft secret in {}", config.data_dir.display()))?;
-        let store = Store::open(StoreConfig::new(
+        let secret = raft_secret(&config.data_dir, &config.bootstrap).await?;
+        let mut store_config = StoreConfig::new(
             config.id,
             config.data_dir.join("store"),
-            advertise,
-            secret,
-        ))
-        .await
-        .context("opening the store")?;
+            advertise.clone(),
+            secret.clone(),
+        );
+        if let Some(every) = config.snapshot_every {
+            store_config.snapshot_every = every;
+        }
+        if let Some(keep) = config.keep_logs {
+            store_config.keep_logs = keep;
+        }
+        let store = Store::open(store_config)
+            .await
+            .context("opening the store")?;
         let registry = Registry::new(store.clone());
         let router = apiserver::router(registry.clone(), config.api);
         let server = tokio::spawn(async move {
@@ -59,17 +137,28 @@ impl Member {
                 tracing::error!("API server stopped: {e}");
             }
         });
-        if config.init {
-            store
-                .initialize_single()
-                .await
-                .context("initialising the cluster")?;
+        let fresh = !store.is_initialized();
+        match (&config.bootstrap, fresh) {
+            (Bootstrap::Init, true) => store.initialize_single().await.context("initialising the cluster")?,
+            (Bootstrap::Join { url, token }, true) => {
+                request_membership(url, token, config.id, &advertise).await?;
+            }
+            (Bootstrap::Resume, true) => bail!(
+                "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
+                config.data_dir.display()
+            ),
+            (Bootstrap::Init | Bootstrap::Join { .. }, false) => {
+                tracing::info!("the data dir holds cluster state; resuming (--init/--join ignored)");
+            }
+            (Bootstrap::Resume, false) => {}
         }
-        wait_for_leader(&store, Duration::from_secs(30)).await?;
-        let tokens = if config.init {
-            Some(auth::bootstrap(&registry, &config.data_dir).await?)
-        } else {
-            None
+        wait_for_leader(&store, Duration::from_secs(60)).await?;
+        let tokens = match config.bootstrap {
+            Bootstrap::Init => {
+                publish_secret(&store, &secret).await?;
+                Some(auth::bootstrap(&registry, &config.data_dir).await?)
+            }
+            _ => None,
         };
         let mut tasks = vec![server];
         tasks.push(tokio::spawn(
@@ -95,11 +184,29 @@ impl Member {
     }
 }
 
+/// Puts the Raft secret into the key space (once), so joiners can fetch it and
+/// backups carry it.
+async fn publish_secret(store: &Store, secret: &str) -> anyhow::Result<()> {
+    store
+        .txn(Txn {
+            checks: vec![Check::Absent {
+                key: RAFT_SECRET_KEY.to_string(),
+            }],
+            ops: vec![Op::Put {
+                key: RAFT_SECRET_KEY.to_string(),
+                value: secret.as_bytes().to_vec(),
+            }],
+        })
+        .await
+        .context("publishing the Raft secret")?;
+    Ok(())
+}
+
 async fn wait_for_leader(store: &Store, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while store.leader_id().is_none() {
         if Instant::now() > deadline {
-            anyhow::bail!("no Raft leader elected within {timeout:?}");
+            bail!("no Raft leader elected within {timeout:?}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

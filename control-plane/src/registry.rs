@@ -80,7 +80,11 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Compacted { oldest } => RegistryError::Gone { since: oldest },
-            StoreError::NotLeader { .. } => RegistryError::Unavailable(e.to_string()),
+            // No quorum reachable from this member (election, partition, shutdown):
+            // 503 tells clients to try another member.
+            StoreError::NotLeader { .. } | StoreError::Timeout(_) | StoreError::Stopped(_) => {
+                RegistryError::Unavailable(e.to_string())
+            }
             other => RegistryError::Internal(other.to_string()),
         }
     }
@@ -359,6 +363,7 @@ impl Registry {
 
     /// Creates or replaces an object's metadata and spec.
     pub async fn put(&self, incoming: &RawObject, precondition: Precondition) -> Result<RawObject> {
+        self.catch_up().await?;
         loop {
             let (next, check, _) = self.prepare_spec(incoming, precondition)?;
             if let Some(stored) = self.write_checked(check, next).await? {
@@ -368,6 +373,18 @@ impl Registry {
                 return Err(concurrent(incoming.kind, &incoming.metadata.name));
             }
         }
+    }
+
+    /// A follower may lag the leader; before it reads the state a write is based on,
+    /// it catches up to the leader's commit index, so a client that sends a
+    /// resource_version it just read elsewhere is not refused as stale. (The
+    /// leader has applied every write it acknowledged; compare-and-swap covers
+    /// the rest.)
+    async fn catch_up(&self) -> Result<()> {
+        if !self.store.is_leader() {
+            self.store.read_barrier().await?;
+        }
+        Ok(())
     }
 
     /// Writes one object if `check` holds; `None` if it did not (a concurrent write).
@@ -402,6 +419,7 @@ impl Registry {
         revision: Option<Revision>,
     ) -> Result<RawObject> {
         validate::validate_status(kind, &status).map_err(RegistryError::Invalid)?;
+        self.catch_up().await?;
         loop {
             let current = self.get(kind, namespace, name)?;
             if let Some(rv) = revision {
@@ -432,6 +450,7 @@ impl Registry {
         name: &str,
         revision: Option<Revision>,
     ) -> Result<RawObject> {
+        self.catch_up().await?;
         let current = self.get(kind, namespace, name)?;
         let rv = current.metadata.resource_version;
         if let Some(expected) = revision {
@@ -464,6 +483,7 @@ impl Registry {
 
     /// Applies objects as one transaction: all are written or none.
     pub async fn apply(&self, objects: &[RawObject]) -> Result<ApplyResult> {
+        self.catch_up().await?;
         for (i, obj) in objects.iter().enumerate() {
             for (j, other) in objects[..i].iter().enumerate() {
                 if other.kind == obj.kind

@@ -281,3 +281,5 @@ pub fn manifest_dir(text: &str) -> (tempfile::TempDir, PathBuf) {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+pub mod control_plane;
+pub mod docker;

@@ -73,6 +73,13 @@ pub async fn put(state: &ApiState, digest: &str, body: Bytes) -> ApiResult<Respo
 }
 
 async fn read(state: &ApiState, digest: &str) -> ApiResult<Response> {
+    // A lagging member catches up first: an upload acknowledged elsewhere is visible here.
+    state
+        .registry
+        .store()
+        .read_barrier()
+        .await
+        .map_err(RegistryError::from)?;
     // The Blob object commits after the last chunk, so its presence means complete bytes.
     state.registry.get(Kind::Blob, None, digest)?;
     let store = state.registry.store().clone();
@@ -108,6 +115,12 @@ pub async fn head_handler(
     Path(digest): Path<String>,
 ) -> ApiResult<Response> {
     authorize(&caller, Action::Read, Kind::Blob)?;
+    state
+        .registry
+        .store()
+        .read_barrier()
+        .await
+        .map_err(RegistryError::from)?;
     let blob = state.registry.get(Kind::Blob, None, &digest)?;
     let size = blob
         .spec

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod blobs;
+pub mod cluster;
 mod error;
 mod filter;
 mod objects;
@@ -104,14 +105,41 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 /// A few Prometheus gauges; more arrive with the features that need them.
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let store = state.registry.store();
+    let progress = store.progress();
+    let gauges = [
+        (
+            "reef_store_revision",
+            "last applied Raft index",
+            store.revision(),
+        ),
+        (
+            "reef_store_is_leader",
+            "1 on the leader",
+            u64::from(store.is_leader()),
+        ),
+        ("reef_store_term", "current Raft term", progress.term),
+        (
+            "reef_store_last_log_index",
+            "last Raft log index",
+            progress.last_log_index,
+        ),
+        (
+            "reef_store_snapshot_index",
+            "last index in this member's snapshot",
+            progress.snapshot_index,
+        ),
+        (
+            "reef_store_purged_index",
+            "log compacted up to here",
+            progress.purged_index,
+        ),
+    ];
     let mut out = String::new();
-    out.push_str("# TYPE reef_store_revision gauge\n");
-    out.push_str(&format!("reef_store_revision {}\n", store.revision()));
-    out.push_str("# TYPE reef_store_is_leader gauge\n");
-    out.push_str(&format!(
-        "reef_store_is_leader {}\n",
-        u8::from(store.is_leader())
-    ));
+    for (name, help, value) in gauges {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    }
     out.push_str("# TYPE reef_objects gauge\n");
     for kind in Kind::ALL {
         if let Ok((items, _)) = state
@@ -148,6 +176,16 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
                 .delete(objects::delete_blob),
         )
         .route("/api/v1/apply", post(objects::apply))
+        .route(
+            "/api/v1/members",
+            get(cluster::members).post(cluster::add_member),
+        )
+        .route(
+            "/api/v1/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route("/api/v1/cluster/join", get(cluster::join_info))
+        .route("/api/v1/admin/backup", get(cluster::backup))
         .route("/api/v1/namespaces/{ns}/{kind}", get(objects::list_ns))
         .route(
             "/api/v1/namespaces/{ns}/{kind}/{name}",

@@ -85,6 +85,7 @@ pub async fn list(
     if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
         return watch::stream(state, target, filter, &query, &headers);
     }
+    linearizable(&state).await?;
     let (items, resource_version) = state
         .registry
         .list(target.kind, target.namespace.as_deref())?;
@@ -103,10 +104,22 @@ pub async fn get(
     name: String,
 ) -> ApiResult<Response> {
     authorize(&caller, Action::Read, target.kind)?;
+    linearizable(&state).await?;
     let obj = state
         .registry
         .get(target.kind, target.namespace.as_deref(), &name)?;
     Ok(Json(obj).into_response())
+}
+
+/// Reads on any member see every write acknowledged before they began: the member
+/// confirms the leader's commit index with a quorum and waits to have applied it.
+async fn linearizable(state: &ApiState) -> ApiResult<()> {
+    state
+        .registry
+        .store()
+        .read_barrier()
+        .await
+        .map_err(|e| ApiFailure(e.into()))
 }
 
 /// Reads a JSON body, naming the failing field on error.

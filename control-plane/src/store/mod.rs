@@ -55,6 +55,18 @@ use network::Network;
 use state_machine::{Shared, StateMachine};
 use types::RaftError;
 
+/// Where a member's Raft log and snapshot stand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// The last index covered by this member's newest snapshot.
+    pub snapshot_index: u64,
+    /// The log is compacted (purged) up to and including this index.
+    pub purged_index: u64,
+}
+
 /// How a member is identified, reached and tuned.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -312,6 +324,20 @@ impl Store {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// Where this member's log and snapshot stand, for metrics and tests.
+    pub fn progress(&self) -> Progress {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let index = |id: Option<openraft::LogId<NodeId>>| id.map_or(0, |l| l.index);
+        Progress {
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: index(m.last_applied),
+            snapshot_index: index(m.snapshot),
+            purged_index: index(m.purged),
+        }
     }
 
     /// The openraft handle, for metrics (prefer [`Store::members`],

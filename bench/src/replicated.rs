@@ -1,0 +1,442 @@
+//! The replicated control plane under write load, beside etcd: a 3-member reef
+//! control plane and a 3-member etcd (Debian's etcd-server), both on loopback,
+//! driven by the same closed-loop clients spread over all members. Also leader
+//! failover time: kill -9 → first acknowledged write.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Children killed on drop.
+struct Processes(Vec<Option<Child>>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in self.0.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub struct ReefCluster {
+    _home: tempfile::TempDir,
+    processes: Processes,
+    reef: PathBuf,
+    pub urls: Vec<String>,
+    dirs: Vec<PathBuf>,
+    addresses: Vec<String>,
+    pub token: String,
+}
+
+impl ReefCluster {
+    pub async fn start(reef: &Path, members: usize) -> anyhow::Result<ReefCluster> {
+        let home = tempfile::tempdir()?;
+        let mut cluster = ReefCluster {
+            processes: Processes(Vec::new()),
+            reef: reef.to_path_buf(),
+            urls: Vec::new(),
+            dirs: Vec::new(),
+            addresses: Vec::new(),
+            token: String::new(),
+            _home: home,
+        };
+        for i in 0..members {
+            let dir = cluster._home.path().join(format!("m{}", i + 1));
+            std::fs::create_dir_all(&dir)?;
+            let address = format!("127.0.0.1:{}", free_port()?);
+            cluster.urls.push(format!("http://{address}"));
+            cluster.addresses.push(address);
+            cluster.dirs.push(dir);
+            cluster.processes.0.push(None);
+        }
+        for i in 0..members {
+            cluster.launch(i)?;
+            wait_for_file(&cluster.dirs[i].join("addresses"), Duration::from_secs(120)).await?;
+            if i == 0 {
+                cluster.token = std::fs::read_to_string(cluster.dirs[0].join("admin.token"))?
+                    .trim()
+                    .to_string();
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn launch(&mut self, i: usize) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(self.dirs[i].join("addresses"));
+        let mut cmd = Command::new(&self.reef);
+        cmd.args([
+            "control-plane",
+            "--id",
+            &(i + 1).to_string(),
+            "--listen",
+            &self.addresses[i],
+        ])
+        .arg("--data-dir")
+        .arg(&self.dirs[i])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if i == 0 {
+            cmd.arg("--init");
+        } else {
+            cmd.args(["--join", &self.urls[0]])
+                .arg("--join-token-file")
+                .arg(self.dirs[0].join("join.token"));
+        }
+        self.processes.0[i] = Some(cmd.spawn().context("starting reef control-plane")?);
+        Ok(())
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.processes.0[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The index of the leader, as member `ask` sees it.
+    async fn leader(&self, http: &reqwest::Client, ask: usize) -> Option<usize> {
+        let members: serde_json::Value = http
+            .get(format!("{}/api/v1/members", self.urls[ask]))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let id = members.as_array()?.iter().find(|m| m["role"] == "leader")?["id"].as_u64()?;
+        Some(id as usize - 1)
+    }
+}
+
+async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear within {timeout:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+pub struct EtcdCluster {
+    _home: tempfile::TempDir,
+    _processes: Processes,
+    pub urls: Vec<String>,
+}
+
+impl EtcdCluster {
+    pub async fn start(members: usize) -> anyhow::Result<EtcdCluster> {
+        let home = tempfile::tempdir()?;
+        let mut clients = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..members {
+            clients.push(format!("http://127.0.0.1:{}", free_port()?));
+            peers.push(format!("http://127.0.0.1:{}", free_port()?));
+        }
+        let initial: Vec<String> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("e{}={p}", i + 1))
+            .collect();
+        let mut processes = Processes(Vec::new());
+        for i in 0..members {
+            let child = Command::new("etcd")
+                .args(["--name", &format!("e{}", i + 1)])
+                .arg("--data-dir")
+                .arg(home.path().join(format!("e{}", i + 1)))
+                .args([
+                    "--listen-client-urls",
+                    &clients[i],
+                    "--advertise-client-urls",
+                    &clients[i],
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peers[i],
+                    "--initial-advertise-peer-urls",
+                    &peers[i],
+                ])
+                .args([
+                    "--initial-cluster",
+                    &initial.join(","),
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args(["--log-level", "error"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting etcd (apt-get install etcd-server)")?;
+            processes.0.push(Some(child));
+        }
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for url in &clients {
+            loop {
+                let ok = http
+                    .get(format!("{url}/health"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if ok {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!("etcd at {url} did not become healthy");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(EtcdCluster {
+            _home: home,
+            _processes: processes,
+            urls: clients,
+        })
+    }
+}
+
+/// One write of a ~256-byte value, as each system takes it.
+#[derive(Clone)]
+pub enum Target {
+    /// PUT of a Service object with a 256-byte label through the reef API.
+    Reef { urls: Vec<String>, token: String },
+    /// PUT through etcd's v3 HTTP/JSON gateway.
+    Etcd { urls: Vec<String> },
+}
+
+const VALUE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Target {
+    async fn write(&self, http: &reqwest::Client, client: usize, seq: u64) -> bool {
+        match self {
+            Target::Reef { urls, token } => {
+                let name = format!("w{client}-{seq}");
+                let body = serde_json::json!({
+                    "kind": "Service",
+                    "metadata": {"name": name, "namespace": "default", "labels": {"payload": VALUE}},
+                    "spec": {"selector": {"app": "bench"}},
+                });
+                let url = format!(
+                    "{}/api/v1/namespaces/default/services/{name}",
+                    urls[client % urls.len()]
+                );
+                http.put(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+            Target::Etcd { urls } => {
+                let body = serde_json::json!({
+                    "key": base64(format!("/bench/w{client}-{seq}").as_bytes()),
+                    "value": base64(VALUE.as_bytes()),
+                });
+                let url = format!("{}/v3/kv/put", urls[client % urls.len()]);
+                http.post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        }
+    }
+}
+
+pub struct LoadResult {
+    pub writes_per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub errors: u64,
+}
+
+/// `clients` closed-loop writers for `duration`, spread over the target's members.
+pub async fn load(target: &Target, clients: usize, duration: Duration) -> LoadResult {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap_or_default();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (target, http) = (target.clone(), http.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                let mut seq = 0u64;
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    if target.write(&http, c, seq).await {
+                        latencies.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                    seq += 1;
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        if let Ok((l, e)) = task.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    LoadResult {
+        writes_per_sec: latencies.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    }
+}
+
+pub async fn writes(reef: &Path, seconds: u64) -> anyhow::Result<()> {
+    let reef_cluster = ReefCluster::start(reef, 3).await?;
+    let etcd = EtcdCluster::start(3).await?;
+    let reef_target = Target::Reef {
+        urls: reef_cluster.urls.clone(),
+        token: reef_cluster.token.clone(),
+    };
+    let etcd_target = Target::Etcd {
+        urls: etcd.urls.clone(),
+    };
+    // Warm both up.
+    load(&reef_target, 4, Duration::from_secs(2)).await;
+    load(&etcd_target, 4, Duration::from_secs(2)).await;
+    println!("3 members each on loopback; ~256-byte values; clients spread over all members; {seconds} s per cell");
+    println!();
+    println!("| clients | system | writes/s | p50 (ms) | p99 (ms) | errors | reef/etcd writes/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for clients in [1usize, 16, 64] {
+        let e = load(&etcd_target, clients, Duration::from_secs(seconds)).await;
+        let r = load(&reef_target, clients, Duration::from_secs(seconds)).await;
+        println!(
+            "| {clients} | etcd 3.4 | {:.0} | {:.2} | {:.2} | {} | |",
+            e.writes_per_sec, e.p50_ms, e.p99_ms, e.errors
+        );
+        println!(
+            "| {clients} | reef | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
+            r.writes_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.errors,
+            r.writes_per_sec / e.writes_per_sec.max(1.0)
+        );
+    }
+    Ok(())
+}
+
+/// kill -9 the leader while a client writes through the other members; the time
+/// to the first write acknowledged after the kill. The killed member rejoins
+/// before the next run.
+pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
+    let mut cluster = ReefCluster::start(reef, 3).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let mut times = Vec::new();
+    println!("| run | killed member | kill → first acknowledged write (ms) |");
+    println!("|---|---|---|");
+    for run in 0..runs {
+        let mut leader = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while leader.is_none() {
+            for ask in 0..3 {
+                if let Some(l) = cluster.leader(&http, ask).await {
+                    leader = Some(l);
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader");
+            }
+        }
+        let leader = leader.unwrap_or(0);
+        let survivors: Vec<String> = (0..3)
+            .filter(|i| *i != leader)
+            .map(|i| cluster.urls[i].clone())
+            .collect();
+        let target = Target::Reef {
+            urls: survivors,
+            token: cluster.token.clone(),
+        };
+        // Writes flow before the kill.
+        let mut seq = 0u64;
+        while !target.write(&http, 0, seq).await {
+            seq += 1;
+        }
+        cluster.kill(leader);
+        let killed = Instant::now();
+        let mut client = 0;
+        loop {
+            seq += 1;
+            client += 1;
+            if target
+                .write(&http, client, seq + 1_000_000 * run as u64)
+                .await
+            {
+                break;
+            }
+            if killed.elapsed() > Duration::from_secs(60) {
+                bail!("no write acknowledged within 60 s of the kill");
+            }
+        }
+        let ms = killed.elapsed().as_secs_f64() * 1000.0;
+        println!("| {} | {} | {ms:.0} |", run + 1, leader + 1);
+        times.push(ms);
+        cluster.launch(leader)?;
+        wait_for_file(
+            &cluster.dirs[leader].join("addresses"),
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    times.sort_by(f64::total_cmp);
+    let median = (times[(times.len() - 1) / 2] + times[times.len() / 2]) / 2.0;
+    let max = times.last().copied().unwrap_or(0.0);
+    println!();
+    println!("median {median:.0} ms, max {max:.0} ms over {runs} runs (election timeout 1–2 s, heartbeat 250 ms)");
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Cluster operations over HTTP: membership, the join handshake and backups.
+
+use super::auth::Role;
+use super::error::{ApiFailure, ApiResult};
+use super::{ApiState, Caller};
+use crate::registry::RegistryError;
+use crate::store::{MemberRole, StoreError};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Where the Raft secret lives in the key space, so every member and every
+/// backup carries it; joiners fetch it with the join token.
+pub const RAFT_SECRET_KEY: &str = "/cluster/raft-secret";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub address: String,
+    /// "leader", "follower" or "learner".
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    pub id: u64,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinInfo {
+    pub raft_secret: String,
+}
+
+fn admin_only(caller: &Caller) -> ApiResult<()> {
+    match caller.role {
+        Role::Admin => Ok(()),
+        Role::Node => Err(ApiFailure::forbidden("only the admin token may do this")),
+    }
+}
+
+fn store_error(e: StoreError) -> ApiFailure {
+    ApiFailure(RegistryError::from(e))
+}
+
+type S = State<Arc<ApiState>>;
+type C = Extension<Caller>;
+
+pub async fn members(State(state): S) -> ApiResult<Response> {
+    let members: Vec<MemberView> = state
+        .registry
+        .store()
+        .members()
+        .into_iter()
+        .map(|m| MemberView {
+            id: m.id,
+            address: m.address,
+            role: match m.role {
+                MemberRole::Leader => "leader",
+                MemberRole::Follower => "follower",
+                MemberRole::Learner => "learner",
+            }
+            .to_string(),
+        })
+        .collect();
+    Ok(Json(members).into_response())
+}
+
+/// Adds a member: learner first, voter once caught up. The join token may do this,
+/// as that is how a new `reef control-plane --join` introduces itself.
+pub async fn add_member(State(state): S, body: axum::body::Bytes) -> ApiResult<Response> {
+    let request: JoinRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiFailure::invalid(
+            "",
+            format!("expected {{\"id\": N, \"address\": \"host:port\"}}: {e}"),
+        )
+    })?;
+    if request.id == 0 {
+        return Err(ApiFailure::invalid("id", "member ids start at 1"));
+    }
+    if request.address.parse::<std::net::SocketAddr>().is_err() && !request.address.contains(':') {
+        return Err(ApiFailure::invalid(
+            "address",
+            format!("{:?} is not host:port", request.address),
+        ));
+    }
+    state
+        .registry
+        .store()
+        .add_member(request.id, request.address)
+        .await
+        .map_err(store_error)?;
+    members(State(state)).await
+}
+
+pub async fn remove_member(
+    State(state): S,
+    Extension(caller): C,
+    Path(id): Path<u64>,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    state
+        .registry
+        .store()
+        .remove_member(id)
+        .await
+        .map_err(store_error)?;
+    members(State(state)).await
+}
+
+/// What a joining member needs before it can take part in Raft.
+pub async fn join_info(State(state): S) -> ApiResult<Response> {
+    let secret = state
+        .registry
+        .store()
+        .get(RAFT_SECRET_KEY)
+        .map_err(store_error)?
+        .ok_or_else(|| RegistryError::Unavailable("the cluster has no Raft secret yet".into()))?;
+    let raft_secret = String::from_utf8(secret.value)
+        .map_err(|_| RegistryError::Internal("the stored Raft secret is not text".into()))?;
+    Ok(Json(JoinInfo { raft_secret }).into_response())
+}
+
+/// A consistent backup of the key space and blobs. Written to a temporary file
+/// first (never held in memory), then streamed with its revision and checksum in
+/// headers.
+pub async fn backup(State(state): S, Extension(caller): C) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let store = state.registry.store().clone();
+    store.read_barrier().await.map_err(store_error)?;
+    let file = tempfile::tempfile()
+        .map_err(|e| RegistryError::Internal(format!("backup temp file: {e}")))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let info = store.backup(&mut file).await.map_err(store_error)?;
+    use tokio::io::AsyncSeekExt;
+    file.seek(std::io::SeekFrom::Start(0))
+        .await
+        .map_err(|e| RegistryError::Internal(format!("backup temp file: {e}")))?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, info.bytes.to_string()),
+            (
+                header::HeaderName::from_static("x-reef-revision"),
+                info.revision.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-reef-sha256"),
+                info.checksum.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}

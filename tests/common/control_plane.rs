@@ -1,0 +1,287 @@
+//! A multi-process control plane for tests: `reef control-plane` members on free
+//! loopback ports (fixed per member across restarts, as their addresses are in the
+//! Raft membership) and optionally a `reef node`.
+
+use super::{eventually, REEF};
+use reef_api::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// A free loopback port: bound, read, released.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct MemberProcess {
+    pub id: u64,
+    pub address: String,
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl MemberProcess {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct ControlPlane {
+    pub home: tempfile::TempDir,
+    pub members: Vec<MemberProcess>,
+    node: Option<Child>,
+    pub ingress: Option<String>,
+    /// Extra flags for every member (e.g. `--snapshot-every 20`).
+    flags: Vec<String>,
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(name))
+        .expect("log file")
+}
+
+impl ControlPlane {
+    /// Starts `n` members: the first with `--init`, the others `--join`ing it.
+    pub async fn start(n: u64, flags: &[&str]) -> ControlPlane {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut cp = ControlPlane {
+            home,
+            members: Vec::new(),
+            node: None,
+            ingress: None,
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            let dir = cp.home.path().join(format!("member-{id}"));
+            std::fs::create_dir_all(&dir).expect("member dir");
+            cp.members.push(MemberProcess {
+                id,
+                address: format!("127.0.0.1:{}", free_port()),
+                dir,
+                child: None,
+            });
+        }
+        for i in 0..cp.members.len() {
+            cp.launch(i);
+            if i == 0 {
+                cp.wait_ready(0).await;
+            }
+        }
+        for i in 0..cp.members.len() {
+            cp.wait_ready(i).await;
+        }
+        cp.wait_for_voters(n as usize).await;
+        cp
+    }
+
+    fn bootstrap_flags(&self, index: usize) -> Vec<String> {
+        if index == 0 {
+            vec!["--init".into()]
+        } else {
+            vec![
+                "--join".into(),
+                self.members[0].url(),
+                "--join-token-file".into(),
+                self.join_token_file().display().to_string(),
+            ]
+        }
+    }
+
+    pub fn join_token_file(&self) -> PathBuf {
+        self.members[0].dir.join("join.token")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.members[0].dir.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// Starts (or restarts) member `index` on its data dir and address.
+    pub fn launch(&mut self, index: usize) {
+        let bootstrap = self.bootstrap_flags(index);
+        let m = &self.members[index];
+        let _ = std::fs::remove_file(m.dir.join("addresses"));
+        let log = log_file(self.home.path(), &format!("member-{}.log", m.id));
+        let child = Command::new(REEF)
+            .arg("control-plane")
+            .args(["--id", &m.id.to_string(), "--listen", &m.address])
+            .arg("--data-dir")
+            .arg(&m.dir)
+            .args(&bootstrap)
+            .args(&self.flags)
+            .env("RUST_LOG", "info,openraft=info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn reef control-plane");
+        self.members[index].child = Some(child);
+    }
+
+    /// Waits until member `index` has written its addresses (it is serving).
+    pub async fn wait_ready(&self, index: usize) {
+        let addresses = self.members[index].dir.join("addresses");
+        eventually(
+            &format!("member {} to start", self.members[index].id),
+            Duration::from_secs(90),
+            || {
+                let ok = std::fs::read_to_string(&addresses).is_ok_and(|t| t.ends_with('\n'));
+                async move { ok.then_some(()) }
+            },
+        )
+        .await;
+    }
+
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.members[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client of one member only.
+    pub fn client_of(&self, index: usize) -> Client {
+        Client::new(vec![self.members[index].url()], Some(self.admin_token()))
+            .expect("client")
+            .with_retry_for(Duration::from_secs(0))
+    }
+
+    /// A client of every member, failing over like the CLI.
+    pub fn client(&self) -> Client {
+        Client::new(self.urls(), Some(self.admin_token())).expect("client")
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(MemberProcess::url).collect()
+    }
+
+    /// The leader's index in `members`, as the running members agree on it.
+    pub async fn leader(&self) -> usize {
+        eventually(
+            "a leader all running members agree on",
+            Duration::from_secs(60),
+            || async {
+                let mut leader = None;
+                for (i, m) in self.members.iter().enumerate() {
+                    if !m.is_running() {
+                        continue;
+                    }
+                    let members = self.client_of(i).members().await.ok()?;
+                    let id = members.iter().find(|x| x.role == "leader")?.id;
+                    if leader.is_some_and(|l| l != id) {
+                        return None;
+                    }
+                    leader = Some(id);
+                }
+                let id = leader?;
+                self.members
+                    .iter()
+                    .position(|m| m.id == id && m.is_running())
+            },
+        )
+        .await
+    }
+
+    pub async fn wait_for_voters(&self, n: usize) {
+        eventually(&format!("{n} voters"), Duration::from_secs(90), || async {
+            let members = self.client().members().await.ok()?;
+            let voters = members.iter().filter(|m| m.role != "learner").count();
+            (voters == n && members.len() == n).then_some(())
+        })
+        .await;
+    }
+
+    /// Starts a `reef node` that knows every member.
+    pub async fn start_node(&mut self) {
+        let dir = self.home.path().join("node");
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let log = log_file(self.home.path(), "node.log");
+        let child = Command::new(REEF)
+            .args([
+                "node",
+                "--name",
+                "n1",
+                "--ingress",
+                "127.0.0.1:0",
+                "--heartbeat",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--server", &self.urls().join(",")])
+            .arg("--join-token-file")
+            .arg(self.join_token_file())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn reef node");
+        self.node = Some(child);
+        let addresses = dir.join("addresses");
+        let line = eventually("the node to start", Duration::from_secs(60), || {
+            let text = std::fs::read_to_string(&addresses)
+                .ok()
+                .filter(|t| t.ends_with('\n'));
+            async move { text }
+        })
+        .await;
+        self.ingress = line
+            .split_whitespace()
+            .find_map(|p| p.strip_prefix("ingress=").map(str::to_string));
+    }
+
+    /// Runs a CLI verb against every member (failover), as a user would.
+    pub fn reef(&self, args: &[&str]) -> Output {
+        Command::new(REEF)
+            .args(args)
+            .env("REEF_SERVER", self.urls().join(","))
+            .env("REEF_TOKEN", self.admin_token())
+            .env("XDG_CONFIG_HOME", self.home.path().join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reef")
+    }
+
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        let mut names: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("member-{}.log", m.id))
+            .collect();
+        names.push("node.log".into());
+        for name in names {
+            let text = std::fs::read_to_string(self.home.path().join(&name)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!(
+                "--- {name} ---\n{}\n",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        if let Some(mut node) = self.node.take() {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
