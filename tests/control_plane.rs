@@ -487,3 +487,30 @@ async fn reads_on_another_member_see_ones_own_writes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_raft_log_stays_bounded_under_steady_writes() {
+    let cp = ControlPlane::start(1, &["--snapshot-every", "50", "--keep-logs", "10"]).await;
+    let client = cp.client_of(0);
+    let url = format!("{}/metrics", cp.members[0].url());
+    for round in 0..5 {
+        // Overwrite the same 20 objects: the key space stays small, the log keeps growing.
+        for k in 0..100 {
+            let mut obj = service(&format!("steady-{}", k % 20));
+            obj.metadata.labels.insert("round".into(), format!("{round}-{k}"));
+            client.put(&obj, false).await.expect("write");
+        }
+        let (last, purged) = eventually("the log to be compacted behind the snapshot", SLOW, || async {
+            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+            let (last, purged) = (metric(&text, "reef_store_last_log_index"), metric(&text, "reef_store_purged_index"));
+            (last - purged <= 50 + 10 + 5).then_some((last, purged))
+        })
+        .await;
+        assert!(last >= 100 * (round + 1), "every write is a log entry ({last})");
+        assert!(purged > 0);
+    }
+    let snapshots = std::fs::read_dir(cp.members[0].dir.join("store/snapshots"))
+        .expect("snapshots dir")
+        .count();
+    assert!(snapshots <= 2, "old snapshots are removed ({snapshots} files)");
+}
