@@ -332,6 +332,8 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
     create_dir(&args.data_dir)?;
     let listener = bind("listen", &args.listen).await?;
     let address = listener.local_addr().map_err(anyhow::Error::from)?;
+    // Announced once bound (DESIGN §5); joining and electing may take a while yet.
+    announce(&args.data_dir, &[("api", address.to_string())])?;
     let member = Member::start(MemberConfig {
         id: args.id,
         data_dir: args.data_dir.clone(),
@@ -344,7 +346,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         keep_logs: Some(args.tuning.keep_logs),
     })
     .await?;
-    announce(&args.data_dir, &[("api", address.to_string())])?;
+    tracing::info!(id = args.id, "member ready");
     wait_for_shutdown().await;
     member.shutdown().await;
     Ok(())

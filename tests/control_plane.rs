@@ -253,17 +253,13 @@ async fn a_member_behind_compaction_catches_up_by_snapshot() {
             .expect("write");
     }
     // The log the stopped member would need is gone from the leader.
-    let metrics = reqwest::get(format!("{}/metrics", cp.members[leader].url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let purged = metric(&metrics, "reef_store_purged_index");
-    assert!(
-        purged > 100,
-        "the leader's log should be compacted well past the stopped member:\n{metrics}"
-    );
+    let url = format!("{}/metrics", cp.members[leader].url());
+    let purged = eventually("the leader to compact its log", SLOW, || async {
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let purged = metric(&text, "reef_store_purged_index");
+        (purged > 100).then_some(purged)
+    })
+    .await;
 
     cp.launch(lagging);
     cp.wait_ready(lagging).await;
@@ -286,6 +282,16 @@ async fn a_member_behind_compaction_catches_up_by_snapshot() {
         metric(&metrics, "reef_store_snapshot_index") >= purged,
         "the member must hold a snapshot at least as new as the leader's compaction point:\n{metrics}"
     );
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn metric(text: &str, name: &str) -> u64 {
@@ -368,14 +374,16 @@ async fn backup_under_writes_restores_the_backup_point() {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = std::fs::File::create(cp.home.path().join("restored.log")).expect("log");
-    let mut restored = std::process::Command::new(REEF)
-        .args(["control-plane", "--id", "7", "--listen", &address])
-        .arg("--data-dir")
-        .arg(&restored_dir)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("start the restored member");
+    let _restored = KillOnDrop(
+        std::process::Command::new(REEF)
+            .args(["control-plane", "--id", "7", "--listen", &address])
+            .arg("--data-dir")
+            .arg(&restored_dir)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start the restored member"),
+    );
     let client =
         Client::new(vec![format!("http://{address}")], Some(cp.admin_token())).expect("client");
     let list = eventually("the restored member to serve", SLOW, || async {
@@ -406,8 +414,6 @@ async fn backup_under_writes_restores_the_backup_point() {
     let members = client.members().await.expect("members");
     assert_eq!(members.len(), 1);
     assert_eq!((members[0].id, members[0].role.as_str()), (7, "leader"));
-    let _ = restored.kill();
-    let _ = restored.wait();
 
     // A damaged backup is refused and creates nothing.
     let mut bytes = std::fs::read(&backup).expect("backup bytes");
@@ -497,20 +503,35 @@ async fn the_raft_log_stays_bounded_under_steady_writes() {
         // Overwrite the same 20 objects: the key space stays small, the log keeps growing.
         for k in 0..100 {
             let mut obj = service(&format!("steady-{}", k % 20));
-            obj.metadata.labels.insert("round".into(), format!("{round}-{k}"));
+            obj.metadata
+                .labels
+                .insert("round".into(), format!("{round}-{k}"));
             client.put(&obj, false).await.expect("write");
         }
-        let (last, purged) = eventually("the log to be compacted behind the snapshot", SLOW, || async {
-            let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
-            let (last, purged) = (metric(&text, "reef_store_last_log_index"), metric(&text, "reef_store_purged_index"));
-            (last - purged <= 50 + 10 + 5).then_some((last, purged))
-        })
+        let (last, purged) = eventually(
+            "the log to be compacted behind the snapshot",
+            SLOW,
+            || async {
+                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                let (last, purged) = (
+                    metric(&text, "reef_store_last_log_index"),
+                    metric(&text, "reef_store_purged_index"),
+                );
+                (last - purged <= 50 + 10 + 5).then_some((last, purged))
+            },
+        )
         .await;
-        assert!(last >= 100 * (round + 1), "every write is a log entry ({last})");
+        assert!(
+            last >= 100 * (round + 1),
+            "every write is a log entry ({last})"
+        );
         assert!(purged > 0);
     }
     let snapshots = std::fs::read_dir(cp.members[0].dir.join("store/snapshots"))
         .expect("snapshots dir")
         .count();
-    assert!(snapshots <= 2, "old snapshots are removed ({snapshots} files)");
+    assert!(
+        snapshots <= 2,
+        "old snapshots are removed ({snapshots} files)"
+    );
 }

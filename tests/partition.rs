@@ -33,8 +33,9 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         eprintln!("\n*** SKIPPED partitioned_leader_acknowledges_nothing_and_the_majority_serves: no Docker engine answers `docker info` ***\n");
         return;
     }
-    let mut net = Network::create("partition");
+    // Declared first so it is removed last, after the containers writing into it.
     let home = tempfile::tempdir().expect("tempdir");
+    let mut net = Network::create("partition");
     let ips: Vec<String> = (11..=13).map(|h| net.ip(h)).collect();
     let dirs: Vec<std::path::PathBuf> =
         (1..=3).map(|i| home.path().join(format!("m{i}"))).collect();
@@ -72,9 +73,15 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
             format!("{}:/first:ro", dirs[0].display()),
         ];
         names.push(net.run(&format!("m{}", i + 1), &ips[i], &mounts, &args));
-        let addresses = dirs[i].join("addresses");
+        // The first member is ready for joiners once it has written its tokens;
+        // the others once they serve reads.
+        let ready = if i == 0 {
+            dirs[0].join("join.token")
+        } else {
+            dirs[i].join("raft.secret")
+        };
         eventually(&format!("member {} to start", i + 1), SLOW, || {
-            let ok = addresses.exists();
+            let ok = ready.exists();
             async move { ok.then_some(()) }
         })
         .await;
@@ -160,13 +167,38 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         ])
         .output()
         .expect("docker exec");
-    // Exit 1 is reef refusing (no quorum); docker's own failures exit 125-127.
+    // Exit 1 is reef refusing (no quorum: the write's outcome is reported as
+    // unknown, never as done); docker's own failures exit 125-127.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&minority.stdout),
+        String::from_utf8_lossy(&minority.stderr)
+    );
     assert_eq!(
         minority.status.code(),
         Some(1),
-        "the isolated old leader must refuse the write: {}{}",
-        String::from_utf8_lossy(&minority.stdout),
-        String::from_utf8_lossy(&minority.stderr)
+        "the isolated old leader must refuse the write: {said}"
+    );
+    assert!(
+        said.contains("outcome is unknown") || said.contains("leader") || said.contains("quorum"),
+        "the refusal should say why: {said}"
+    );
+    // Nor does it serve reads it cannot prove current.
+    let read = Command::new("docker")
+        .args([
+            "exec",
+            "-e",
+            "REEF_SERVER=http://127.0.0.1:7070",
+            "-e",
+            &format!("REEF_TOKEN={token}"),
+        ])
+        .args([&names[leader], "/reef", "get", "services"])
+        .output()
+        .expect("docker exec");
+    assert_eq!(
+        read.status.code(),
+        Some(1),
+        "a cut-off member must not serve a linearizable read"
     );
 
     // The majority elects a leader and keeps serving.

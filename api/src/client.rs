@@ -44,6 +44,10 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// How long one request to one member may take before the next member is tried
+/// (reads) or the caller hears of it (writes).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A control-plane member: its `--id`, address, and role (leader, follower, learner).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
@@ -102,9 +106,11 @@ impl Client {
     /// Sends to each server in turn until one answers; error statuses are returned
     /// as [`ClientError::Api`] without trying further servers.
     /// Sends to each server in turn until one answers. A member that cannot serve
-    /// (unreachable, or 503 because it has no quorum) makes the client try the
-    /// next one, and whole rounds repeat until `retry_for` has passed, so a leader
-    /// election looks like a short pause. Other error statuses are final.
+    /// (unreachable, or 503: it has no quorum and did nothing) makes the client try
+    /// the next one, and whole rounds repeat until `retry_for` has passed, so a
+    /// leader election looks like a short pause. Other statuses are final,
+    /// including 504 (a write whose outcome is unknown), and a write is never
+    /// resent once it may have reached a server.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -143,10 +149,18 @@ impl Client {
                         }
                     },
                     Err(e) => {
-                        last_error = Some(ClientError::Unreachable {
+                        let unreachable = ClientError::Unreachable {
                             servers: self.servers.join(", "),
                             message: error_chain(&e),
-                        })
+                        };
+                        // A request that may have reached the server is not sent
+                        // again unless it is a read: a write could apply twice.
+                        let safe = e.is_connect()
+                            || matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
+                        if !safe {
+                            return Err(unreachable);
+                        }
+                        last_error = Some(unreachable);
                     }
                 }
             }
@@ -170,6 +184,16 @@ impl Client {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T> {
+        self.json_within(method, path, body, ATTEMPT_TIMEOUT).await
+    }
+
+    async fn json_within<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+        attempt_timeout: Duration,
+    ) -> Result<T> {
         let body = match body {
             Some(b) => Some((
                 Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?),
@@ -177,9 +201,7 @@ impl Client {
             )),
             None => None,
         };
-        let response = self
-            .send(method, path, body, Some(Duration::from_secs(60)))
-            .await?;
+        let response = self.send(method, path, body, Some(attempt_timeout)).await?;
         let bytes = response
             .bytes()
             .await
@@ -252,8 +274,13 @@ impl Client {
 
     /// Applies a whole file's objects in one transaction.
     pub async fn apply(&self, objects: &[RawObject]) -> Result<ApplyResult> {
-        self.json(reqwest::Method::POST, "/api/v1/apply", Some(&objects))
-            .await
+        self.json_within(
+            reqwest::Method::POST,
+            "/api/v1/apply",
+            Some(&objects),
+            Duration::from_secs(60),
+        )
+        .await
     }
 
     pub async fn blob_exists(&self, digest: &str) -> Result<bool> {
@@ -324,8 +351,14 @@ impl Client {
     /// Adds a member (learner, then voter once caught up); returns the new membership.
     pub async fn add_member(&self, id: u64, address: &str) -> Result<Vec<Member>> {
         let body = serde_json::json!({"id": id, "address": address});
-        self.json(reqwest::Method::POST, "/api/v1/members", Some(&body))
-            .await
+        // The answer comes once the new member has caught up: allow for a big snapshot.
+        self.json_within(
+            reqwest::Method::POST,
+            "/api/v1/members",
+            Some(&body),
+            Duration::from_secs(600),
+        )
+        .await
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<Vec<Member>> {
@@ -373,7 +406,8 @@ impl Client {
 
     /// A raw GET for endpoints without a typed helper (logs, metrics).
     pub async fn get_raw(&self, path: &str) -> Result<reqwest::Response> {
-        self.send(reqwest::Method::GET, path, None, None).await
+        self.send(reqwest::Method::GET, path, None, Some(ATTEMPT_TIMEOUT))
+            .await
     }
 }
 

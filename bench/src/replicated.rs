@@ -59,14 +59,50 @@ impl ReefCluster {
         }
         for i in 0..members {
             cluster.launch(i)?;
-            wait_for_file(&cluster.dirs[i].join("addresses"), Duration::from_secs(120)).await?;
             if i == 0 {
+                // Joiners need the first member's tokens.
+                wait_for_file(
+                    &cluster.dirs[0].join("join.token"),
+                    Duration::from_secs(120),
+                )
+                .await?;
                 cluster.token = std::fs::read_to_string(cluster.dirs[0].join("admin.token"))?
                     .trim()
                     .to_string();
             }
         }
+        cluster.wait_for_voters(members).await?;
         Ok(cluster)
+    }
+
+    /// Waits until every member is a voter (joins finished).
+    async fn wait_for_voters(&self, n: usize) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let members: Option<serde_json::Value> = async {
+                http.get(format!("{}/api/v1/members", self.urls[0]))
+                    .bearer_auth(&self.token)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()
+            }
+            .await;
+            let voters = members
+                .as_ref()
+                .and_then(|m| m.as_array())
+                .map_or(0, |m| m.iter().filter(|x| x["role"] != "learner").count());
+            if voters == n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the cluster did not reach {n} voters");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     fn launch(&mut self, i: usize) -> anyhow::Result<()> {
@@ -92,6 +128,22 @@ impl ReefCluster {
                 .arg(self.dirs[0].join("join.token"));
         }
         self.processes.0[i] = Some(cmd.spawn().context("starting reef control-plane")?);
+        Ok(())
+    }
+
+    /// Waits until member `i` serves and knows a leader.
+    async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = format!("{}/readyz", self.urls[i]);
+        while !reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if Instant::now() > deadline {
+                bail!("member {} not ready", i + 1);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         Ok(())
     }
 
@@ -427,11 +479,7 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
         println!("| {} | {} | {ms:.0} |", run + 1, leader + 1);
         times.push(ms);
         cluster.launch(leader)?;
-        wait_for_file(
-            &cluster.dirs[leader].join("addresses"),
-            Duration::from_secs(60),
-        )
-        .await?;
+        cluster.wait_ready(leader).await?;
     }
     times.sort_by(f64::total_cmp);
     let median = (times[(times.len() - 1) / 2] + times[times.len() / 2]) / 2.0;

@@ -111,7 +111,13 @@ async fn request_membership(
 impl Member {
     pub async fn start(config: MemberConfig) -> anyhow::Result<Member> {
         let address = config.listener.local_addr()?;
-        let advertise = config.advertise.unwrap_or_else(|| address.to_string());
+        let advertise = match config.advertise {
+            Some(advertise) => advertise,
+            None if address.ip().is_unspecified() => bail!(
+                "listening on {address}: give --advertise HOST:PORT, the address other members and nodes can reach"
+            ),
+            None => address.to_string(),
+        };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
         let secret = raft_secret(&config.data_dir, &config.bootstrap).await?;
@@ -130,6 +136,14 @@ impl Member {
         let store = Store::open(store_config)
             .await
             .context("opening the store")?;
+        // Decided before serving: once the RPC routes are up, the leader may write here.
+        let fresh = !store.is_initialized();
+        if fresh && matches!(config.bootstrap, Bootstrap::Resume) {
+            bail!(
+                "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
+                config.data_dir.display()
+            );
+        }
         let registry = Registry::new(store.clone());
         let router = apiserver::router(registry.clone(), config.api);
         let server = tokio::spawn(async move {
@@ -137,27 +151,31 @@ impl Member {
                 tracing::error!("API server stopped: {e}");
             }
         });
-        let fresh = !store.is_initialized();
         match (&config.bootstrap, fresh) {
-            (Bootstrap::Init, true) => store.initialize_single().await.context("initialising the cluster")?,
+            (Bootstrap::Init, true) => store
+                .initialize_single()
+                .await
+                .context("initialising the cluster")?,
             (Bootstrap::Join { url, token }, true) => {
                 request_membership(url, token, config.id, &advertise).await?;
             }
-            (Bootstrap::Resume, true) => bail!(
-                "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
-                config.data_dir.display()
-            ),
+            // A join that was cut short left a learner: ask again to be promoted.
+            (Bootstrap::Join { url, token }, false) if is_learner(&store, config.id) => {
+                request_membership(url, token, config.id, &advertise).await?;
+            }
             (Bootstrap::Init | Bootstrap::Join { .. }, false) => {
-                tracing::info!("the data dir holds cluster state; resuming (--init/--join ignored)");
+                tracing::info!(
+                    "the data dir holds cluster state; resuming (--init/--join ignored)"
+                );
             }
-            (Bootstrap::Resume, false) => {}
+            (Bootstrap::Resume, _) => {}
         }
-        wait_for_leader(&store, Duration::from_secs(60)).await?;
+        wait_for_leader(&store).await;
+        if store.is_leader() {
+            publish_secret(&store, &secret).await?;
+        }
         let tokens = match config.bootstrap {
-            Bootstrap::Init => {
-                publish_secret(&store, &secret).await?;
-                Some(auth::bootstrap(&registry, &config.data_dir).await?)
-            }
+            Bootstrap::Init => Some(auth::bootstrap(&registry, &config.data_dir).await?),
             _ => None,
         };
         let mut tasks = vec![server];
@@ -184,14 +202,29 @@ impl Member {
     }
 }
 
-/// Puts the Raft secret into the key space (once), so joiners can fetch it and
-/// backups carry it.
+/// Makes the key space hold this member's Raft secret, so joiners fetch it and
+/// backups carry it. Normally a no-op; after a restore (which mints a new secret,
+/// so members of the old cluster cannot reach the restored one) it updates it.
 async fn publish_secret(store: &Store, secret: &str) -> anyhow::Result<()> {
+    let current = store.get(RAFT_SECRET_KEY)?;
+    if current
+        .as_ref()
+        .is_some_and(|kv| kv.value == secret.as_bytes())
+    {
+        return Ok(());
+    }
+    let check = match &current {
+        Some(kv) => Check::ModRevision {
+            key: RAFT_SECRET_KEY.to_string(),
+            revision: kv.mod_revision,
+        },
+        None => Check::Absent {
+            key: RAFT_SECRET_KEY.to_string(),
+        },
+    };
     store
         .txn(Txn {
-            checks: vec![Check::Absent {
-                key: RAFT_SECRET_KEY.to_string(),
-            }],
+            checks: vec![check],
             ops: vec![Op::Put {
                 key: RAFT_SECRET_KEY.to_string(),
                 value: secret.as_bytes().to_vec(),
@@ -202,13 +235,23 @@ async fn publish_secret(store: &Store, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_leader(store: &Store, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
+fn is_learner(store: &Store, id: u64) -> bool {
+    store
+        .members()
+        .iter()
+        .any(|m| m.id == id && m.role == crate::store::MemberRole::Learner)
+}
+
+/// Waits, however long it takes, for a leader: after a full restart members come
+/// back one by one, and the first must not give up before a quorum is back.
+async fn wait_for_leader(store: &Store) {
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(10);
     while store.leader_id().is_none() {
-        if Instant::now() > deadline {
-            bail!("no Raft leader elected within {timeout:?}");
+        if started.elapsed() >= next_report {
+            tracing::warn!("no Raft leader after {next_report:?}; waiting for a quorum of members");
+            next_report *= 2;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
 }

@@ -9,6 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// How often a follower checks whether it has become the leader.
+const FOLLOWER_CHECK: Duration = Duration::from_millis(200);
+
+/// The shortest time between two passes of one loop.
+const MIN_GAP: Duration = Duration::from_millis(25);
+
 /// Wakes `notify` on every change to `kind`, resubscribing when a watch ends.
 fn watch_kind(registry: Registry, kind: Kind, notify: Arc<Notify>) {
     tokio::spawn(async move {
@@ -44,14 +50,34 @@ pub async fn run<F, Fut, E>(
     for kind in kinds {
         watch_kind(registry.clone(), *kind, notify.clone());
     }
+    let mut last_pass: Option<tokio::time::Instant> = None;
     loop {
+        // A follower checks often, so a new leader resumes within an election.
+        let wait = if registry.store().is_leader() {
+            resync
+        } else {
+            FOLLOWER_CHECK
+        };
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep(resync) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         if !registry.store().is_leader() {
             continue;
         }
+        // A new leader must have applied everything its predecessor acknowledged
+        // before it acts on its view: the read barrier waits for that.
+        if let Err(e) = registry.store().read_barrier().await {
+            tracing::debug!(loop_name = name, "not acting without a quorum: {e}");
+            continue;
+        }
+        // A pass reads the whole state, so a burst of changes needs one pass, not
+        // one each: passes start at most every MIN_GAP (an isolated change still
+        // gets one at once). Changes during the wait are folded into the permit.
+        if let Some(last) = last_pass {
+            tokio::time::sleep_until(last + MIN_GAP).await;
+        }
+        last_pass = Some(tokio::time::Instant::now());
         if let Err(e) = pass().await {
             tracing::warn!(loop_name = name, "pass failed: {e}");
             // Conflicts resolve on a fresh read; don't spin on a persistent failure.

@@ -34,6 +34,8 @@ pub enum RegistryError {
     Gone { since: Revision },
     #[error("{0}")]
     Unavailable(String),
+    #[error("the write's outcome is unknown (it may still commit): {0}")]
+    Unknown(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -48,6 +50,7 @@ impl RegistryError {
             RegistryError::Forbidden(_) => 403,
             RegistryError::Gone { .. } => 410,
             RegistryError::Unavailable(_) => 503,
+            RegistryError::Unknown(_) => 504,
             RegistryError::Internal(_) => 500,
         }
     }
@@ -61,6 +64,7 @@ impl RegistryError {
             RegistryError::Forbidden(_) => "Forbidden",
             RegistryError::Gone { .. } => "Expired",
             RegistryError::Unavailable(_) => "Unavailable",
+            RegistryError::Unknown(_) => "Timeout",
             RegistryError::Internal(_) => "InternalError",
         };
         let (message, field) = match self {
@@ -80,11 +84,14 @@ impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Compacted { oldest } => RegistryError::Gone { since: oldest },
-            // No quorum reachable from this member (election, partition, shutdown):
-            // 503 tells clients to try another member.
-            StoreError::NotLeader { .. } | StoreError::Timeout(_) | StoreError::Stopped(_) => {
+            // No quorum reachable from this member (election, partition, shutdown)
+            // and nothing was proposed: 503 tells clients to try another member.
+            StoreError::NotLeader { .. } | StoreError::Stopped(_) => {
                 RegistryError::Unavailable(e.to_string())
             }
+            // A write whose outcome is unknown (proposed, not confirmed in time):
+            // 504, which clients must not blindly retry.
+            StoreError::Timeout(_) => RegistryError::Unknown(e.to_string()),
             other => RegistryError::Internal(other.to_string()),
         }
     }
@@ -382,7 +389,7 @@ impl Registry {
     /// the rest.)
     async fn catch_up(&self) -> Result<()> {
         if !self.store.is_leader() {
-            self.store.read_barrier().await?;
+            self.store.read_barrier().await.map_err(read_error)?;
         }
         Ok(())
     }
@@ -704,6 +711,14 @@ fn check_pod_update(current: &RawObject, incoming: &RawObject) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A read that timed out changed nothing: retryable, unlike a write's timeout.
+pub fn read_error(e: StoreError) -> RegistryError {
+    match e {
+        StoreError::Timeout(m) => RegistryError::Unavailable(m),
+        other => other.into(),
+    }
 }
 
 fn concurrent(kind: Kind, name: &str) -> RegistryError {

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 pub type Mirror = BTreeMap<String, RawObject>;
 
+/// Longest quiet spell on a watch before it is considered dead.
+const WATCH_SILENCE: Duration = Duration::from_secs(35);
+
 fn key(obj: &RawObject) -> String {
     format!("{}/{}", obj.namespace(), obj.metadata.name)
 }
@@ -53,7 +56,9 @@ where
                 }
             };
             backoff = Duration::from_millis(200);
-            while let Some(event) = stream.next().await {
+            // A server sends a BOOKMARK at least every 10 s; silence means it is
+            // gone or cut off, so reconnect (maybe to another member).
+            while let Ok(Some(event)) = tokio::time::timeout(WATCH_SILENCE, stream.next()).await {
                 let Ok(event) = event else { break };
                 if event.kind == WatchEventType::Bookmark {
                     if let Some(rv) = event

@@ -8,12 +8,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// A free loopback port: bound, read, released.
+/// A free loopback port below the ephemeral range (32768+), so that while a
+/// member is down between restarts no outgoing connection takes its port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // Spread test binaries apart; within one, hand out ports in turn.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 1200) as u16 * 10;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (port - 20_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct MemberProcess {
@@ -74,6 +82,16 @@ impl ControlPlane {
             cp.launch(i);
             if i == 0 {
                 cp.wait_ready(0).await;
+                let token = cp.join_token_file();
+                eventually(
+                    "the first member to write its tokens",
+                    Duration::from_secs(60),
+                    || {
+                        let ok = token.exists();
+                        async move { ok.then_some(()) }
+                    },
+                )
+                .await;
             }
         }
         for i in 0..cp.members.len() {
@@ -128,15 +146,18 @@ impl ControlPlane {
         self.members[index].child = Some(child);
     }
 
-    /// Waits until member `index` has written its addresses (it is serving).
+    /// Waits until member `index` serves and knows a leader (`/readyz`).
     pub async fn wait_ready(&self, index: usize) {
-        let addresses = self.members[index].dir.join("addresses");
+        let url = format!("{}/readyz", self.members[index].url());
         eventually(
-            &format!("member {} to start", self.members[index].id),
+            &format!("member {} to be ready", self.members[index].id),
             Duration::from_secs(90),
             || {
-                let ok = std::fs::read_to_string(&addresses).is_ok_and(|t| t.ends_with('\n'));
-                async move { ok.then_some(()) }
+                let url = url.clone();
+                async move {
+                    let r = reqwest::get(&url).await.ok()?;
+                    r.status().is_success().then_some(())
+                }
             },
         )
         .await;
@@ -149,11 +170,11 @@ impl ControlPlane {
         }
     }
 
-    /// A client of one member only.
+    /// A client of one member only (it retries that member through a brief election).
     pub fn client_of(&self, index: usize) -> Client {
         Client::new(vec![self.members[index].url()], Some(self.admin_token()))
             .expect("client")
-            .with_retry_for(Duration::from_secs(0))
+            .with_retry_for(Duration::from_secs(10))
     }
 
     /// A client of every member, failing over like the CLI.

@@ -73,6 +73,21 @@ pub fn reef_image() -> String {
         .clone()
 }
 
+/// Removes containers and networks an earlier, killed test run left behind.
+fn sweep_leftovers() {
+    let listed = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=reef-test=1"])
+        .output();
+    if let Ok(out) = listed {
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("docker").args(["rm", "-f", id]).output();
+        }
+    }
+    let _ = Command::new("docker")
+        .args(["network", "prune", "-f", "--filter", "label=reef-test=1"])
+        .output();
+}
+
 /// A private bridge network with a subnet of its own; removed on drop.
 pub struct Network {
     pub name: String,
@@ -83,6 +98,7 @@ pub struct Network {
 
 impl Network {
     pub fn create(label: &str) -> Network {
+        sweep_leftovers();
         for attempt in 0..20u32 {
             let octet = (std::process::id() + attempt * 7) % 200 + 20;
             let prefix = format!("172.30.{octet}");
@@ -127,6 +143,8 @@ impl Network {
             ip.into(),
             "-e".into(),
             "RUST_LOG=info".into(),
+            "--label".into(),
+            "reef-test=1".into(),
         ];
         for m in mounts {
             cmd.push("-v".into());

@@ -132,7 +132,10 @@ pub async fn join_info(State(state): S) -> ApiResult<Response> {
 pub async fn backup(State(state): S, Extension(caller): C) -> ApiResult<Response> {
     admin_only(&caller)?;
     let store = state.registry.store().clone();
-    store.read_barrier().await.map_err(store_error)?;
+    store
+        .read_barrier()
+        .await
+        .map_err(|e| ApiFailure(crate::registry::read_error(e)))?;
     let file = tempfile::tempfile()
         .map_err(|e| RegistryError::Internal(format!("backup temp file: {e}")))?;
     let mut file = tokio::fs::File::from_std(file);

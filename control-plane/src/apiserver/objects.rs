@@ -119,7 +119,7 @@ async fn linearizable(state: &ApiState) -> ApiResult<()> {
         .store()
         .read_barrier()
         .await
-        .map_err(|e| ApiFailure(e.into()))
+        .map_err(|e| ApiFailure(crate::registry::read_error(e)))
 }
 
 /// Reads a JSON body, naming the failing field on error.

@@ -56,10 +56,17 @@ pub fn stream(
                     // The store dropped a watcher that fell behind: end the stream, the client resumes.
                     None => break,
                 },
-                _ = ticker.tick() => WatchEvent {
-                    kind: WatchEventType::Bookmark,
-                    object: json!({"metadata": {"resource_version": delivered}}),
-                },
+                _ = ticker.tick() => {
+                    // A member cut off from the quorum must not keep a watcher on a
+                    // frozen view: end the stream so the client moves elsewhere.
+                    if state.registry.store().read_barrier().await.is_err() {
+                        break;
+                    }
+                    WatchEvent {
+                        kind: WatchEventType::Bookmark,
+                        object: json!({"metadata": {"resource_version": delivered}}),
+                    }
+                }
             };
             if tx.send(Ok(frame(&event, sse))).await.is_err() {
                 break;

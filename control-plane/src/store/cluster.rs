@@ -119,7 +119,13 @@ impl Store {
                         .await
                     {
                         Ok(Ok(outcome)) => {
-                            self.wait_applied(outcome.revision, deadline).await?;
+                            // The leader has committed it: that is the answer. Waiting
+                            // for the local apply only lets the caller read its own
+                            // write here; a slow apply must not turn a committed
+                            // write into an error a client would retry.
+                            if let Err(e) = self.wait_applied(outcome.revision, deadline).await {
+                                tracing::debug!("committed write not yet applied locally: {e}");
+                            }
                             return Ok(outcome);
                         }
                         Ok(Err(Refusal::NotLeader { leader })) => {
@@ -127,10 +133,13 @@ impl Store {
                             last_error = Some(StoreError::NotLeader { leader });
                         }
                         Ok(Err(refusal)) => return Err(refusal.into()),
+                        // Never reached the leader: nothing was proposed, so this is
+                        // "no leader" (retryable), not an unknown outcome.
                         Err(CallError::NotSent(m)) => {
-                            last_error = Some(StoreError::Timeout(format!(
+                            tracing::debug!(
                                 "the leader (member {id} at {addr}) is unreachable: {m}"
-                            )));
+                            );
+                            last_error = Some(StoreError::NotLeader { leader: None });
                         }
                         Err(CallError::Unknown(m)) => {
                             return Err(StoreError::Timeout(format!(
