@@ -4,7 +4,7 @@
 //! ```text
 //! reef-bench apply-latency [--reef PATH] [--runs 10]
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
-//! reef-bench replicated-writes [--reef PATH] [--seconds 10]   (needs etcd: apt-get install etcd-server)
+//! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
 //! ```
 //! `--reef` defaults to the release binary in `$CARGO_TARGET_DIR` (or `target/`).
@@ -37,6 +37,7 @@ struct Args {
     seconds: u32,
     connections: u32,
     rounds: usize,
+    leader_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,8 +50,13 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 10,
         connections: 32,
         rounds: 3,
+        leader_only: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "--leader-only" {
+            parsed.leader_only = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -210,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command.as_str() {
         "apply-latency" => apply_latency(&args).await,
         "proxy" => proxy(&args).await,
-        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds)).await,
+        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only).await,
         "failover" => replicated::failover(&args.reef, args.runs).await,
         _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R]"),
     }

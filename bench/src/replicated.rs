@@ -384,11 +384,20 @@ pub async fn load(target: &Target, clients: usize, duration: Duration) -> LoadRe
     }
 }
 
-pub async fn writes(reef: &Path, seconds: u64) -> anyhow::Result<()> {
+/// `leader_only`: send every reef write to the leader, to separate the cost of
+/// forwarding from followers from the cost of the write itself.
+pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Result<()> {
     let reef_cluster = ReefCluster::start(reef, 3).await?;
     let etcd = EtcdCluster::start(3).await?;
+    let reef_urls = if leader_only {
+        let http = reqwest::Client::new();
+        let leader = reef_cluster.leader(&http, 0).await.context("no reef leader")?;
+        vec![reef_cluster.urls[leader].clone()]
+    } else {
+        reef_cluster.urls.clone()
+    };
     let reef_target = Target::Reef {
-        urls: reef_cluster.urls.clone(),
+        urls: reef_urls,
         token: reef_cluster.token.clone(),
     };
     let etcd_target = Target::Etcd {
@@ -397,7 +406,8 @@ pub async fn writes(reef: &Path, seconds: u64) -> anyhow::Result<()> {
     // Warm both up.
     load(&reef_target, 4, Duration::from_secs(2)).await;
     load(&etcd_target, 4, Duration::from_secs(2)).await;
-    println!("3 members each on loopback; ~256-byte values; clients spread over all members; {seconds} s per cell");
+    let spread = if leader_only { "reef clients all on its leader, etcd clients spread" } else { "clients spread over all members" };
+    println!("3 members each on loopback; ~256-byte values; {spread}; {seconds} s per cell");
     println!();
     println!("| clients | system | writes/s | p50 (ms) | p99 (ms) | errors | reef/etcd writes/s |");
     println!("|---|---|---|---|---|---|---|");
