@@ -124,6 +124,13 @@ pub struct NodeArgs {
     /// Ingress address of this node's proxy.
     #[arg(long, env = "REEF_INGRESS")]
     ingress: String,
+    /// Node-to-node address: requests other nodes forward to this node's pods
+    /// (port 0 picks a free port).
+    #[arg(long, env = "REEF_LISTEN", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// The address other nodes use to reach --listen [default: the bound one].
+    #[arg(long, env = "REEF_ADVERTISE")]
+    advertise: Option<String>,
     #[command(flatten)]
     tuning: NodeTuning,
 }
@@ -358,16 +365,42 @@ pub async fn node(args: NodeArgs) -> CliResult {
     let client = Client::new(config::parse_servers(&args.server), Some(token))?;
     let ingress = bind("ingress", &args.ingress).await?;
     let ingress_addr = ingress.local_addr().map_err(anyhow::Error::from)?;
-    // Node-to-node forwarding (`--listen`) arrives with cluster-wide routing.
+    let listen = bind("listen", &args.listen).await?;
+    let listen_addr = listen.local_addr().map_err(anyhow::Error::from)?;
+    // What other nodes dial: published as the Node's `spec.address`.
+    let advertise = match args.advertise.clone() {
+        None if listen_addr.ip().is_unspecified() => {
+            return Err(Failure::usage(format!(
+                "error: --listen {listen_addr} is no address other nodes can reach: \
+                 give --advertise HOST:PORT"
+            )));
+        }
+        None => listen_addr.to_string(),
+        Some(advertise) => {
+            let port = advertise.rsplit_once(':').and_then(|(host, port)| {
+                let port = port.parse::<u16>().ok()?;
+                (!host.is_empty() && port != 0).then_some(port)
+            });
+            if port.is_none() {
+                return Err(Failure::usage(format!(
+                    "error: --advertise {advertise:?} is not HOST:PORT"
+                )));
+            }
+            advertise
+        }
+    };
     let agent = agent_config(
         args.name.clone(),
         args.data_dir.clone(),
         ingress_addr.to_string(),
-        String::new(),
+        advertise,
         &args.tuning,
     )?;
-    let node = daemon::start(NodeConfig { agent, ingress }, client)?;
-    let parts = vec![("ingress", ingress_addr.to_string())];
+    let node = daemon::start_with_listen(NodeConfig { agent, ingress }, Some(listen), client)?;
+    let parts = vec![
+        ("ingress", ingress_addr.to_string()),
+        ("listen", listen_addr.to_string()),
+    ];
     announce(&args.data_dir, &parts)?;
     wait_for_shutdown().await;
     node.shutdown();

@@ -1,12 +1,21 @@
 //! The node proxy (kube-proxy): takes ingress HTTP, finds the Service by Host and
-//! longest path prefix, and dispatches to a ready endpoint: in-process for pods on
-//! this node. Answers say why when no pod can take the request.
+//! longest path prefix, and balances round-robin over the Service's ready
+//! endpoints on every node: in-process for pods on this node, forwarded once to
+//! the owning node's `--listen` port for the others ([`forward`]). A failed
+//! connect moves on to the next endpoint. Answers say why when no pod can take
+//! the request.
+//!
+//! The listen port takes only forwarded requests and dispatches them to pods
+//! in this node's table (retiring ones included, so work routed to a pod being
+//! removed still finishes); it never forwards, which bounds every request to one hop.
 
+pub mod forward;
 pub mod routes;
 
 use crate::pods::{pod_key, PodTable};
-use crate::runtime::HandleError;
+use crate::runtime::{HandleError, HttpPod};
 use bytes::Bytes;
+use forward::{BodySlot, ForwardError, Forwarder, FORWARDED_BY_HEADER, POD_HEADER};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -23,6 +32,17 @@ pub struct Proxy {
     node: String,
     pods: PodTable,
     table: RwLock<Arc<RouteTable>>,
+    /// One pooled client to the other nodes.
+    forwarder: Forwarder,
+}
+
+/// Which port a connection came in on.
+#[derive(Clone, Copy)]
+enum Port {
+    /// From clients: routed by Service, internal headers distrusted.
+    Ingress,
+    /// From other nodes' proxies: dispatched to the named pod, never forwarded.
+    Listen,
 }
 
 fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
@@ -58,11 +78,17 @@ impl Proxy {
             node,
             pods,
             table: RwLock::new(Arc::new(RouteTable::default())),
+            forwarder: Forwarder::default(),
         })
     }
 
     fn table(&self) -> Arc<RouteTable> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a new route table whole.
+    pub fn set_routes(&self, table: RouteTable) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
     /// Keeps the route table in step with the cluster's Services.
@@ -72,9 +98,9 @@ impl Proxy {
             crate::reflector::reflect(client, Kind::Service, vec![], |mirror| {
                 let services: Vec<Service> =
                     mirror.values().filter_map(|raw| raw.typed().ok()).collect();
-                let table = Arc::new(RouteTable::new(&services));
+                let table = RouteTable::new(&services);
                 let routed = table.local_pods(&proxy.node);
-                *proxy.table.write().unwrap_or_else(|e| e.into_inner()) = table;
+                proxy.set_routes(table);
                 // Only now that no route names them may retired pods go.
                 proxy.pods.sweep(&routed);
             })
@@ -84,11 +110,25 @@ impl Proxy {
 
     /// Serves ingress on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        self.serve_port(listener, Port::Ingress).await
+    }
+
+    /// Serves requests forwarded by other nodes on `listener` (the node's
+    /// `--listen` port) until the task is dropped.
+    pub async fn serve_listen(self: Arc<Self>, listener: TcpListener) {
+        self.serve_port(listener, Port::Listen).await
+    }
+
+    async fn serve_port(self: Arc<Self>, listener: TcpListener, port: Port) {
+        let what = match port {
+            Port::Ingress => "ingress",
+            Port::Listen => "listen",
+        };
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!("ingress accept failed: {e}");
+                    tracing::warn!("{what} accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -98,20 +138,28 @@ impl Proxy {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+                    async move {
+                        Ok::<_, Infallible>(match port {
+                            Port::Ingress => proxy.handle(req).await,
+                            Port::Listen => proxy.handle_forwarded(req).await,
+                        })
+                    }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
                 );
                 if let Err(e) = builder.serve_connection(io, service).await {
-                    tracing::debug!("ingress connection ended: {e}");
+                    tracing::debug!("{what} connection ended: {e}");
                 }
             });
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// An ingress request: routed by Service to any ready endpoint in the cluster.
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        // Only proxies name pods: a client's claims are dropped, never trusted.
+        forward::strip_internal(req.headers_mut());
         let host = request_host(&req);
         let path = req.uri().path().to_string();
         let Some(route) = self.table().lookup(&host, &path) else {
@@ -120,31 +168,135 @@ impl Proxy {
                 format!("reef: no service matches host {host:?} and path {path:?}"),
             );
         };
-        let local = route
-            .endpoints_in_turn()
-            .filter(|e| e.node == self.node)
-            .find_map(|e| self.pods.get(&pod_key(&route.namespace, &e.pod)));
-        let Some(pod) = local else {
-            let reason = if route.endpoints.is_empty() {
-                "has no ready endpoint"
-            } else {
-                "has no ready endpoint on this node (forwarding to other nodes is not built yet)"
-            };
+        if route.endpoints.is_empty() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("reef: service {} {reason}", route.name()),
+                format!("reef: service {} has no ready endpoint", route.name()),
+            );
+        }
+        let (parts, body) = req.into_parts();
+        let body = BodySlot::new(body);
+        // Why each endpoint tried could not take the request.
+        let mut passed: Vec<String> = Vec::new();
+        for endpoint in route.endpoints_in_turn() {
+            let key = pod_key(&route.namespace, &endpoint.pod);
+            if endpoint.node == self.node {
+                match self.pods.get(&key) {
+                    Some(pod) => {
+                        let req = Request::from_parts(parts, body.body());
+                        let what = format!("service {}", route.name());
+                        return dispatch(&what, &pod, req).await;
+                    }
+                    None => {
+                        passed.push(format!("pod {} is not running here", endpoint.pod));
+                        continue;
+                    }
+                }
+            }
+            if endpoint.address.is_empty() {
+                passed.push(format!(
+                    "pod {} is on node {}, which takes no forwarded requests",
+                    endpoint.pod, endpoint.node
+                ));
+                continue;
+            }
+            let sent = self
+                .forwarder
+                .forward(&parts, &body, &endpoint.address, &key, &self.node)
+                .await;
+            match sent {
+                Ok(response) => {
+                    return response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+                }
+                Err(ForwardError::Connect(e)) if body.is_untouched() => {
+                    tracing::warn!(
+                        node = %endpoint.node,
+                        address = %endpoint.address,
+                        "cannot reach node, trying the next endpoint: {e}"
+                    );
+                    passed.push(format!(
+                        "node {} ({}) could not be reached: {e}",
+                        endpoint.node, endpoint.address
+                    ));
+                }
+                Err(ForwardError::Connect(e) | ForwardError::Failed(e)) => {
+                    tracing::warn!(
+                        node = %endpoint.node,
+                        address = %endpoint.address,
+                        "forward failed: {e}"
+                    );
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "reef: service {}: node {} ({}) failed: {e}",
+                            route.name(),
+                            endpoint.node,
+                            endpoint.address
+                        ),
+                    );
+                }
+            }
+        }
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "reef: service {} has no ready endpoint that node {} can reach ({})",
+                route.name(),
+                self.node,
+                passed.join("; ")
+            ),
+        )
+    }
+
+    /// A request forwarded by another node's proxy: dispatched to the pod it
+    /// names if that pod is here, and never forwarded again.
+    pub async fn handle_forwarded(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let Some(key) = header(POD_HEADER) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "reef: node {} takes only requests forwarded by other nodes, \
+                     which name their pod in {POD_HEADER}",
+                    self.node
+                ),
             );
         };
-        match pod.handle(req).await {
-            Ok(response) => response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed()),
-            Err(HandleError::Timeout) => text(
-                StatusCode::GATEWAY_TIMEOUT,
+        let from = header(FORWARDED_BY_HEADER).unwrap_or_else(|| "unknown".to_string());
+        forward::strip_internal(req.headers_mut());
+        // Live or retiring: a pod being removed finishes what was routed to it.
+        let Some(pod) = self.pods.get(&key) else {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!(
-                    "reef: service {} did not answer within its timeout",
-                    route.name()
+                    "reef: pod {key} is not on node {} (forwarded by node {from}; \
+                     a forwarded request is not forwarded again)",
+                    self.node
                 ),
-            ),
-            Err(e) => text(e.status(), format!("reef: service {}: {e}", route.name())),
-        }
+            );
+        };
+        let what = format!("pod {key} on node {}", self.node);
+        dispatch(&what, &pod, req).await
+    }
+}
+
+/// Runs the request in `pod` in-process; `what` names the target in answers.
+async fn dispatch<B>(what: &str, pod: &HttpPod, req: Request<B>) -> Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    match pod.handle(req).await {
+        Ok(response) => response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed()),
+        Err(HandleError::Timeout) => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("reef: {what} did not answer within its timeout"),
+        ),
+        Err(e) => text(e.status(), format!("reef: {what}: {e}")),
     }
 }
