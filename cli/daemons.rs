@@ -46,12 +46,22 @@ pub struct ControlPlaneTuning {
     /// Snapshot the store and compact its log every this many Raft entries.
     #[arg(long, env = "REEF_SNAPSHOT_EVERY", default_value_t = 1000)]
     snapshot_every: u64,
+    /// How long a node may go without renewing its lease before it is NotReady
+    /// and its pods are replaced on other nodes.
+    #[arg(long, env = "REEF_NODE_GRACE", default_value = "40s")]
+    node_grace: reef_api::quantity::Timeout,
     /// Raft log entries kept behind a snapshot, so briefly lagging members catch up from the log.
     #[arg(long, env = "REEF_KEEP_LOGS", default_value_t = 200)]
     keep_logs: u64,
 }
 
 impl ControlPlaneTuning {
+    fn controllers(&self) -> reef_control_plane::controllers::ControllerConfig {
+        reef_control_plane::controllers::ControllerConfig {
+            node_grace: self.node_grace.0,
+        }
+    }
+
     fn api(&self) -> ApiConfig {
         ApiConfig {
             max_blob_size: self.max_blob_size,
@@ -255,6 +265,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         api: args.control_plane.api(),
         snapshot_every: Some(args.control_plane.snapshot_every),
         keep_logs: Some(args.control_plane.keep_logs),
+        controllers: args.control_plane.controllers(),
     })
     .await?;
     let tokens = member
@@ -351,6 +362,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         api: args.tuning.api(),
         snapshot_every: Some(args.tuning.snapshot_every),
         keep_logs: Some(args.tuning.keep_logs),
+        controllers: args.tuning.controllers(),
     })
     .await?;
     tracing::info!(id = args.id, "member ready");

@@ -6,6 +6,7 @@
 
 mod admin;
 mod daemons;
+mod ops;
 mod output;
 mod verbs;
 
@@ -99,6 +100,30 @@ enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Stop scheduling new pods onto a node.
+    Cordon { node: String },
+    /// Allow scheduling onto a node again (also ends a drain).
+    Uncordon { node: String },
+    /// Cordon a node and move its pods elsewhere, replacements first.
+    Drain {
+        node: String,
+        #[arg(long, default_value = "5m")]
+        timeout: reef_api::quantity::Timeout,
+    },
+    /// Set a deployment's replica count.
+    Scale {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        replicas: u32,
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+    /// Follow a deployment's rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Cluster operations: members, backup, restore.
     Admin {
         #[command(subcommand)]
@@ -112,6 +137,19 @@ enum Command {
         file: Option<PathBuf>,
         #[arg(short, long)]
         namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Wait until every replica runs the current template, or say why it cannot.
+    Status {
+        kind: String,
+        name: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[arg(long, default_value = "5m")]
+        timeout: reef_api::quantity::Timeout,
     },
 }
 
@@ -158,6 +196,24 @@ fn main() -> ExitCode {
             } => verbs::apply(&file, namespace, wait).await,
             Command::Get(args) => verbs::get(args).await,
             Command::Admin { command } => admin::run(command).await,
+            Command::Cordon { node } => ops::cordon(&node, true).await,
+            Command::Uncordon { node } => ops::cordon(&node, false).await,
+            Command::Drain { node, timeout } => ops::drain(&node, timeout.0).await,
+            Command::Scale {
+                kind,
+                name,
+                replicas,
+                namespace,
+            } => ops::scale(&kind, &name, replicas, namespace).await,
+            Command::Rollout {
+                command:
+                    RolloutCommand::Status {
+                        kind,
+                        name,
+                        namespace,
+                        timeout,
+                    },
+            } => ops::rollout_status(&kind, &name, namespace, timeout.0).await,
             Command::Describe {
                 kind,
                 name,

@@ -8,7 +8,7 @@ use reef_api::config::ClientConfig;
 use reef_api::manifest;
 use reef_api::*;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The configured client and namespace (`-n` beats the config, which beats "default").
 pub fn connect(namespace: Option<String>) -> Result<(Client, String), Failure> {
@@ -80,48 +80,18 @@ pub async fn apply_manifest(client: &Client, manifest: &manifest::Manifest) -> C
     Ok(())
 }
 
-/// Waits until every deployment of the manifest has all replicas updated and ready.
+/// Waits until every deployment of the manifest has rolled out.
 async fn wait_for_rollout(
     client: &Client,
     manifest: &manifest::Manifest,
     timeout: Duration,
 ) -> CliResult {
-    let deadline = Instant::now() + timeout;
-    let deployments: Vec<&RawObject> = manifest
+    for d in manifest
         .objects
         .iter()
         .filter(|o| o.kind == Kind::Deployment)
-        .collect();
-    for wanted in deployments {
-        let name = &wanted.metadata.name;
-        let mut last = String::new();
-        loop {
-            let raw = client
-                .get(Kind::Deployment, wanted.metadata.namespace.as_deref(), name)
-                .await?;
-            let d: Deployment = raw.typed().map_err(|e| Failure::other(e.to_string()))?;
-            let progress = format!(
-                "deployment/{name}: {}/{} ready, {} up to date",
-                d.status.ready_replicas, d.spec.replicas, d.status.updated_replicas
-            );
-            if progress != last {
-                println!("{progress}");
-                last = progress;
-            }
-            let done = d.status.observed_generation >= d.metadata.generation
-                && d.status.updated_replicas == d.spec.replicas
-                && d.status.ready_replicas >= d.spec.replicas
-                && d.status.replicas == d.spec.replicas;
-            if done {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(Failure::other(format!(
-                    "error: deployment/{name} did not roll out within {timeout:?}; see `reef describe deployment {name}`"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+    {
+        crate::ops::await_rollout(client, d.namespace(), &d.metadata.name, timeout).await?;
     }
     Ok(())
 }
@@ -207,7 +177,7 @@ pub async fn get(args: GetArgs) -> CliResult {
 }
 
 /// `KIND "NAME" not found`, exit 1, as DESIGN §5 asks.
-fn not_found(e: ClientError, kind: Kind, name: &str) -> Failure {
+pub fn not_found(e: ClientError, kind: Kind, name: &str) -> Failure {
     if e.is_not_found() {
         Failure::other(format!("error: {} {name:?} not found", kind.singular()))
     } else {

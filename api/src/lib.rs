@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod config;
+pub mod events;
 pub mod manifest;
 pub mod quantity;
 pub mod resource;

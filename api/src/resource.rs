@@ -287,9 +287,15 @@ pub struct PodStatus {
     pub last_exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// A one-word cause for the phase: `NodeLost`, `OutOfMemory`, `CannotRun`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
 }
+
+/// A pod whose node was lost: its deployment replaces it.
+pub const REASON_NODE_LOST: &str = "NodeLost";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +304,13 @@ pub struct Strategy {
     pub max_surge: u32,
     #[serde(default)]
     pub max_unavailable: u32,
+    /// A rollout making no progress for this long is reported stuck.
+    #[serde(default = "default_progress_deadline")]
+    pub progress_deadline: Timeout,
+}
+
+fn default_progress_deadline() -> Timeout {
+    Timeout(std::time::Duration::from_secs(600))
 }
 
 fn one() -> u32 {
@@ -309,6 +322,7 @@ impl Default for Strategy {
         Strategy {
             max_surge: 1,
             max_unavailable: 0,
+            progress_deadline: default_progress_deadline(),
         }
     }
 }
@@ -357,6 +371,12 @@ pub struct DeploymentStatus {
     pub observed_generation: u64,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub template_hash: String,
+    /// When the rollout last made progress (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progressed_at: Option<String>,
+    /// Why the rollout is stuck, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stuck: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -410,6 +430,9 @@ pub struct NodeSpec {
     pub runtimes: Vec<RuntimeKind>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub unschedulable: bool,
+    /// Set by `reef drain`: the node's pods are moved elsewhere, new ones first.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub draining: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,13 +1,11 @@
-//! Events: what happened to an object and why. Repeats of the same reason and
-//! message fold into one object with a count, as in Kubernetes.
+//! Events recorded by the control plane (scheduler, controllers), folded by
+//! [`reef_api::events::fold`] like the nodes' events.
 
-use crate::registry::{new_uid, Precondition, Registry, Result};
-use reef_api::{EventSpec, Kind, Metadata, Object, ObjectRef};
-use std::time::Duration;
+use crate::registry::{Precondition, Registry, Result};
+use reef_api::events::{event_name, event_object, fold};
+use reef_api::{EventSpec, Kind, Object, ObjectRef};
 
-/// A repeat of an unchanged event within this window is not rewritten, so a
-/// controller retrying every second does not turn into a write per second.
-const REFRESH: Duration = Duration::from_secs(30);
+pub use reef_api::events::Occurrence;
 
 /// Records an event about `involved` in `namespace`.
 pub async fn record(
@@ -16,51 +14,27 @@ pub async fn record(
     involved: ObjectRef,
     reason: &str,
     message: &str,
+    occurrence: Occurrence,
 ) -> Result<()> {
-    let name = format!("{}.{}", involved.name, reason.to_ascii_lowercase());
+    let name = event_name(&involved, reason);
+    let existing: Option<Object<EventSpec>> =
+        match registry.try_get(Kind::Event, Some(namespace), &name)? {
+            Some(raw) => Some(raw.typed()?),
+            None => None,
+        };
     let now = reef_api::now_rfc3339();
-    let existing = registry.try_get(Kind::Event, Some(namespace), &name)?;
-    let spec = match existing {
-        Some(raw) => {
-            let mut event: Object<EventSpec> = raw.typed()?;
-            let recent = event
-                .spec
-                .last_seen
-                .as_deref()
-                .and_then(reef_api::age)
-                .is_some_and(|age| age < REFRESH);
-            if event.spec.message == message && recent {
-                return Ok(());
-            }
-            if event.spec.message == message {
-                event.spec.count += 1;
-            } else {
-                event.spec.message = message.to_string();
-                event.spec.count = 1;
-            }
-            event.spec.last_seen = Some(now);
-            event.spec
-        }
-        None => EventSpec {
-            involved,
-            reason: reason.to_string(),
-            message: message.to_string(),
-            count: 1,
-            first_seen: Some(now.clone()),
-            last_seen: Some(now),
-        },
+    let Some(spec) = fold(
+        existing.as_ref().map(|e| &e.spec),
+        involved,
+        reason,
+        message,
+        occurrence,
+        &now,
+    ) else {
+        return Ok(());
     };
-    let obj = Object {
-        kind: Kind::Event,
-        metadata: Metadata {
-            name,
-            namespace: Some(namespace.to_string()),
-            uid: new_uid(),
-            ..Metadata::default()
-        },
-        spec,
-        status: serde_json::Value::Null,
-    };
-    registry.put(&obj.to_raw()?, Precondition::None).await?;
+    registry
+        .put(&event_object(namespace, spec).to_raw()?, Precondition::None)
+        .await?;
     Ok(())
 }

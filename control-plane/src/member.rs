@@ -43,6 +43,7 @@ pub struct MemberConfig {
     pub snapshot_every: Option<u64>,
     /// Log entries kept behind a snapshot for followers that lag a little.
     pub keep_logs: Option<u64>,
+    pub controllers: crate::controllers::ControllerConfig,
 }
 
 pub struct Member {
@@ -182,7 +183,7 @@ impl Member {
         tasks.push(tokio::spawn(
             Scheduler::new(registry.clone(), config.policy).run(),
         ));
-        tasks.extend(crate::controllers::spawn_all(&registry));
+        tasks.extend(crate::controllers::spawn_all(&registry, config.controllers));
         Ok(Member {
             store,
             registry,

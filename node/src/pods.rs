@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 /// The longest a retired pod waits for the route table to drop it.
 const RETIRE_GRACE: Duration = Duration::from_secs(30);
 
+/// The least time a retired pod keeps answering, even once this node's routes no
+/// longer list it: other nodes' route tables update a little later and may still
+/// forward to it.
+const RETIRE_MIN: Duration = Duration::from_secs(5);
+
 /// `namespace/name`: pod names are unique per namespace.
 pub fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
@@ -50,15 +55,19 @@ impl PodTable {
         }
     }
 
-    /// Drops retired pods that no route lists any more, or whose grace has run out.
+    /// Drops retired pods that no route lists any more (after `RETIRE_MIN`), or
+    /// whose grace has run out.
     pub fn sweep(&self, still_routed: &HashSet<String>) {
         let now = Instant::now();
-        self.write()
-            .retiring
-            .retain(|key, (_, deadline)| still_routed.contains(key) && *deadline > now);
+        self.write().retiring.retain(|key, (_, deadline)| {
+            let retired_at = *deadline - RETIRE_GRACE;
+            let young = now < retired_at + RETIRE_MIN;
+            (young || still_routed.contains(key)) && *deadline > now
+        });
     }
 
-    /// Drops retired pods whose grace has run out.
+    /// Drops retired pods whose grace has run out (`RETIRE_GRACE`), and those no
+    /// route listed at the last sweep once `RETIRE_MIN` has passed.
     pub fn sweep_expired(&self) {
         let now = Instant::now();
         self.write()

@@ -40,10 +40,19 @@ impl MemberProcess {
     }
 }
 
+pub struct NodeProcess {
+    pub name: String,
+    pub dir: PathBuf,
+    flags: Vec<String>,
+    child: Option<Child>,
+    pub ingress: String,
+}
+
 pub struct ControlPlane {
     pub home: tempfile::TempDir,
     pub members: Vec<MemberProcess>,
-    node: Option<Child>,
+    pub nodes: Vec<NodeProcess>,
+    /// The first node's ingress (see `start_node`).
     pub ingress: Option<String>,
     /// Extra flags for every member (e.g. `--snapshot-every 20`).
     flags: Vec<String>,
@@ -64,7 +73,7 @@ impl ControlPlane {
         let mut cp = ControlPlane {
             home,
             members: Vec::new(),
-            node: None,
+            nodes: Vec::new(),
             ingress: None,
             flags: flags.iter().map(|s| s.to_string()).collect(),
         };
@@ -222,32 +231,59 @@ impl ControlPlane {
         .await;
     }
 
-    /// Starts a `reef node` that knows every member.
+    /// Starts a `reef node` named n1 that knows every member.
     pub async fn start_node(&mut self) {
-        let dir = self.home.path().join("node");
+        let i = self.start_node_with("n1", &[]).await;
+        self.ingress = Some(self.nodes[i].ingress.clone());
+    }
+
+    /// Starts a `reef node NAME` with extra flags (e.g. `--cpu 1000m`); returns
+    /// its index in `nodes`.
+    pub async fn start_node_with(&mut self, name: &str, flags: &[&str]) -> usize {
+        let dir = self.home.path().join(format!("node-{name}"));
         std::fs::create_dir_all(&dir).expect("node dir");
-        let log = log_file(self.home.path(), "node.log");
+        self.nodes.push(NodeProcess {
+            name: name.to_string(),
+            dir,
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            ingress: String::new(),
+        });
+        let i = self.nodes.len() - 1;
+        self.launch_node(i).await;
+        i
+    }
+
+    /// Starts (or restarts) node `i`; waits for its addresses.
+    pub async fn launch_node(&mut self, i: usize) {
+        let log = log_file(
+            self.home.path(),
+            &format!("node-{}.log", self.nodes[i].name),
+        );
+        let addresses = self.nodes[i].dir.join("addresses");
+        let _ = std::fs::remove_file(&addresses);
+        let node = &self.nodes[i];
         let child = Command::new(REEF)
             .args([
                 "node",
                 "--name",
-                "n1",
+                &node.name,
                 "--ingress",
                 "127.0.0.1:0",
                 "--heartbeat",
                 "1s",
             ])
             .arg("--data-dir")
-            .arg(&dir)
+            .arg(&node.dir)
             .args(["--server", &self.urls().join(",")])
             .arg("--join-token-file")
             .arg(self.join_token_file())
+            .args(&node.flags)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn reef node");
-        self.node = Some(child);
-        let addresses = dir.join("addresses");
+        self.nodes[i].child = Some(child);
         let line = eventually("the node to start", Duration::from_secs(60), || {
             let text = std::fs::read_to_string(&addresses)
                 .ok()
@@ -255,9 +291,35 @@ impl ControlPlane {
             async move { text }
         })
         .await;
-        self.ingress = line
+        self.nodes[i].ingress = line
             .split_whitespace()
-            .find_map(|p| p.strip_prefix("ingress=").map(str::to_string));
+            .find_map(|p| p.strip_prefix("ingress=").map(str::to_string))
+            .expect("ingress address");
+    }
+
+    /// Freezes node `i` (SIGSTOP): alive, but silent, like a node cut off.
+    pub fn pause_node(&self, i: usize) {
+        self.signal_node(i, "-STOP");
+    }
+
+    pub fn resume_node(&self, i: usize) {
+        self.signal_node(i, "-CONT");
+    }
+
+    fn signal_node(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("node running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Runs a CLI verb against every member (failover), as a user would.
@@ -279,7 +341,7 @@ impl ControlPlane {
             .iter()
             .map(|m| format!("member-{}.log", m.id))
             .collect();
-        names.push("node.log".into());
+        names.extend(self.nodes.iter().map(|n| format!("node-{}.log", n.name)));
         for name in names {
             let text = std::fs::read_to_string(self.home.path().join(&name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -300,9 +362,8 @@ impl Drop for ControlPlane {
         for i in 0..self.members.len() {
             self.kill(i);
         }
-        if let Some(mut node) = self.node.take() {
-            let _ = node.kill();
-            let _ = node.wait();
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
         }
     }
 }

@@ -2,10 +2,12 @@
 //! of an older template as a rolling update bounded by max surge / max unavailable,
 //! and replacing pods that are gone or finished.
 
-use crate::registry::{BatchWrite, Registry, Result, TEMPLATE_HASH_LABEL};
+use crate::events::{self, Occurrence};
+use crate::registry::{BatchWrite, Registry, RegistryError, Result, TEMPLATE_HASH_LABEL};
 use rand::Rng;
 use reef_api::*;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 
 /// A short, stable hash of what the pods are made from: template and labels.
 pub fn template_hash(deployment: &Deployment) -> String {
@@ -54,8 +56,14 @@ pub struct Plan {
     pub delete: Vec<String>,
 }
 
-/// The rolling-update arithmetic, pure: given the current pods, what to do now.
-pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
+/// The rolling-update arithmetic, pure: given the current pods and the nodes
+/// being drained, what to do now.
+pub fn plan(
+    deployment: &Deployment,
+    hash: &str,
+    pods: &[&Pod],
+    draining: &HashSet<String>,
+) -> Plan {
     let replicas = deployment.spec.replicas;
     let strategy = deployment.spec.strategy;
     let mut plan = Plan::default();
@@ -63,14 +71,21 @@ pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
     let mut old: Vec<&Pod> = Vec::new();
     // A Failed pod stays (counted as not ready) so its `last_error` is visible and
     // a component that cannot run does not churn pods; it goes when the template
-    // changes, like any not-ready pod of an old template.
+    // changes, like any not-ready pod of an old template. A pod whose node was
+    // lost is gone already: it is replaced at once. A pod on a node being drained
+    // is treated like one of an old template: replaced new-first, within the
+    // rollout's bounds.
     for pod in pods {
-        if pod
-            .metadata
-            .labels
-            .get(TEMPLATE_HASH_LABEL)
-            .map(String::as_str)
-            == Some(hash)
+        let on_draining_node = pod.spec.node.as_ref().is_some_and(|n| draining.contains(n));
+        if pod.status.reason.as_deref() == Some(REASON_NODE_LOST) {
+            plan.delete.push(pod.metadata.name.clone());
+        } else if !on_draining_node
+            && pod
+                .metadata
+                .labels
+                .get(TEMPLATE_HASH_LABEL)
+                .map(String::as_str)
+                == Some(hash)
         {
             current.push(pod);
         } else {
@@ -121,7 +136,16 @@ pub fn plan(deployment: &Deployment, hash: &str, pods: &[&Pod]) -> Plan {
 /// Reconciles every deployment against its pods.
 pub async fn reconcile_all(registry: &Registry) -> Result<()> {
     let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
+    if deployments.is_empty() {
+        return Ok(());
+    }
     let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
+    let nodes: Vec<Node> = registry.list_typed(Kind::Node, None)?;
+    let draining: HashSet<String> = nodes
+        .into_iter()
+        .filter(|n| n.spec.draining)
+        .map(|n| n.metadata.name)
+        .collect();
     for deployment in &deployments {
         let owned: Vec<&Pod> = pods
             .iter()
@@ -133,14 +157,19 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
                         .is_some_and(|o| o.uid == deployment.metadata.uid)
             })
             .collect();
-        reconcile(registry, deployment, &owned).await?;
+        reconcile(registry, deployment, &owned, &draining).await?;
     }
     Ok(())
 }
 
-async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) -> Result<()> {
+async fn reconcile(
+    registry: &Registry,
+    deployment: &Deployment,
+    pods: &[&Pod],
+    draining: &HashSet<String>,
+) -> Result<()> {
     let hash = template_hash(deployment);
-    let plan = plan(deployment, &hash, pods);
+    let plan = plan(deployment, &hash, pods, draining);
     // Deletions and creations in one transaction, compare-and-swap against what we
     // read: a stale view changes nothing.
     let mut writes = Vec::new();
@@ -149,8 +178,11 @@ async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) 
             writes.push(BatchWrite::Delete(pod.to_raw()?));
         }
     }
+    let mut created = Vec::new();
     for _ in 0..plan.create {
-        writes.push(BatchWrite::Create(new_pod(deployment, &hash).to_raw()?));
+        let pod = new_pod(deployment, &hash);
+        created.push(pod.metadata.name.clone());
+        writes.push(BatchWrite::Create(pod.to_raw()?));
     }
     if plan.create > 0 {
         // Never create pods for a deployment deleted or changed since we read it.
@@ -159,26 +191,48 @@ async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) 
     if registry.write_batch(writes).await?.is_none() {
         return Ok(());
     }
-    let deleted = |p: &&&Pod| !plan.delete.contains(&p.metadata.name);
-    let live: Vec<&&Pod> = pods.iter().filter(deleted).collect();
-    let status = DeploymentStatus {
-        replicas: live.len() as u32 + plan.create,
-        ready_replicas: live.iter().filter(|p| p.status.ready).count() as u32,
-        updated_replicas: live
-            .iter()
-            .filter(|p| p.metadata.labels.get(TEMPLATE_HASH_LABEL) == Some(&hash))
-            .count() as u32
-            + plan.create,
-        observed_generation: deployment.metadata.generation,
-        template_hash: hash,
+    let namespace = deployment.namespace();
+    let involved = ObjectRef {
+        kind: Kind::Deployment,
+        name: deployment.metadata.name.clone(),
     };
+    if !created.is_empty() || !plan.delete.is_empty() {
+        let mut message = Vec::new();
+        if !created.is_empty() {
+            message.push(format!("created {}", created.join(", ")));
+        }
+        if !plan.delete.is_empty() {
+            message.push(format!("deleted {}", plan.delete.join(", ")));
+        }
+        let message = format!("{} (template {hash})", message.join("; "));
+        events::record(
+            registry,
+            namespace,
+            involved.clone(),
+            "Scaled",
+            &message,
+            Occurrence::Distinct,
+        )
+        .await?;
+    }
+    let status = next_status(deployment, &hash, pods, &plan, draining);
+    if let Some(why) = &status.stuck {
+        events::record(
+            registry,
+            namespace,
+            involved,
+            "RolloutStuck",
+            why,
+            Occurrence::Ongoing,
+        )
+        .await?;
+    }
     if status != deployment.status {
         let value = serde_json::to_value(&status)?;
-        let ns = deployment.metadata.namespace.as_deref();
         let result = registry
             .put_status(
                 Kind::Deployment,
-                ns,
+                deployment.metadata.namespace.as_deref(),
                 &deployment.metadata.name,
                 value,
                 Some(deployment.metadata.resource_version),
@@ -186,16 +240,79 @@ async fn reconcile(registry: &Registry, deployment: &Deployment, pods: &[&Pod]) 
             .await;
         match result {
             // The deployment changed since we read it; the next pass sees the new one.
-            Err(
-                crate::registry::RegistryError::Conflict(_)
-                | crate::registry::RegistryError::NotFound { .. },
-            ) => {}
+            Err(RegistryError::Conflict(_) | RegistryError::NotFound { .. }) => {}
             other => {
                 other?;
             }
         }
     }
     Ok(())
+}
+
+/// The status after this pass: counts, and whether the rollout is progressing or
+/// stuck (no change in updated/ready counts for `progress_deadline`).
+fn next_status(
+    deployment: &Deployment,
+    hash: &str,
+    pods: &[&Pod],
+    plan: &Plan,
+    draining: &HashSet<String>,
+) -> DeploymentStatus {
+    let live: Vec<&Pod> = pods
+        .iter()
+        .copied()
+        .filter(|p| !plan.delete.contains(&p.metadata.name))
+        .collect();
+    let is_current = |p: &Pod| {
+        p.metadata
+            .labels
+            .get(TEMPLATE_HASH_LABEL)
+            .map(String::as_str)
+            == Some(hash)
+            && !p.spec.node.as_ref().is_some_and(|n| draining.contains(n))
+    };
+    let mut status = DeploymentStatus {
+        replicas: live.len() as u32 + plan.create,
+        ready_replicas: live.iter().filter(|p| p.status.ready).count() as u32,
+        updated_replicas: live.iter().filter(|p| is_current(p)).count() as u32 + plan.create,
+        observed_generation: deployment.metadata.generation,
+        template_hash: hash.to_string(),
+        progressed_at: deployment.status.progressed_at.clone(),
+        stuck: None,
+    };
+    let previous = &deployment.status;
+    let progressed = previous.template_hash != status.template_hash
+        || previous.updated_replicas != status.updated_replicas
+        || previous.ready_replicas != status.ready_replicas
+        || previous.progressed_at.is_none();
+    if progressed {
+        status.progressed_at = Some(now_rfc3339());
+    }
+    let replicas = deployment.spec.replicas;
+    let complete = status.updated_replicas == replicas
+        && status.ready_replicas >= replicas
+        && status.replicas == replicas;
+    let waited = status.progressed_at.as_deref().and_then(reef_api::age);
+    let deadline = deployment.spec.strategy.progress_deadline;
+    if !complete && waited.is_some_and(|w| w > deadline.0) {
+        let unready_new: Vec<String> = live
+            .iter()
+            .filter(|p| is_current(p) && !p.status.ready)
+            .map(|p| match (&p.status.reason, &p.status.last_error) {
+                (_, Some(error)) => format!("{} is {}: {error}", p.metadata.name, p.status.phase),
+                (Some(reason), None) => {
+                    format!("{} is {} ({reason})", p.metadata.name, p.status.phase)
+                }
+                (None, None) => format!("{} is {} and not ready", p.metadata.name, p.status.phase),
+            })
+            .collect();
+        status.stuck = Some(format!(
+            "rollout stuck: {}/{replicas} pods of template {hash} ready, no progress for {deadline}; old pods keep serving{}",
+            status.updated_replicas.min(status.ready_replicas),
+            if unready_new.is_empty() { String::new() } else { format!("; {}", unready_new.join("; ")) }
+        ));
+    }
+    status
 }
 
 #[cfg(test)]
@@ -228,7 +345,7 @@ mod tests {
     #[test]
     fn fresh_deployment_creates_all_replicas_within_surge_budget() {
         let d = deployment(3, 1, 0);
-        let p = plan(&d, "h1", &[]);
+        let p = plan(&d, "h1", &[], &HashSet::new());
         assert_eq!(
             p,
             Plan {
@@ -243,7 +360,7 @@ mod tests {
         let d = deployment(2, 1, 0);
         let old = [pod("a", "old", true), pod("b", "old", true)];
         let refs: Vec<&Pod> = old.iter().collect();
-        let p = plan(&d, "new", &refs);
+        let p = plan(&d, "new", &refs, &HashSet::new());
         assert_eq!(p.create, 1, "{p:?}");
         assert!(
             p.delete.is_empty(),
@@ -258,7 +375,7 @@ mod tests {
             pod("c", "new", true),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let p = plan(&d, "new", &refs);
+        let p = plan(&d, "new", &refs, &HashSet::new());
         assert_eq!(p.delete.len(), 1, "{p:?}");
         assert_eq!(p.create, 1, "{p:?}");
 
@@ -269,7 +386,7 @@ mod tests {
             pod("d", "new", true),
         ];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let p = plan(&d, "new", &refs);
+        let p = plan(&d, "new", &refs, &HashSet::new());
         assert_eq!(
             p,
             Plan {
@@ -284,7 +401,7 @@ mod tests {
         let d = deployment(2, 1, 0);
         let pods = [pod("a", "old", false), pod("b", "old", false)];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let p = plan(&d, "new", &refs);
+        let p = plan(&d, "new", &refs, &HashSet::new());
         assert_eq!(p.delete.len(), 2, "{p:?}");
     }
 
@@ -293,7 +410,7 @@ mod tests {
         let d = deployment(1, 1, 0);
         let pods = [pod("a", "h", true), pod("b", "h", false)];
         let refs: Vec<&Pod> = pods.iter().collect();
-        let p = plan(&d, "h", &refs);
+        let p = plan(&d, "h", &refs, &HashSet::new());
         assert_eq!(
             p,
             Plan {
@@ -311,10 +428,46 @@ mod tests {
             p.status.phase = Phase::Failed;
         }
         let refs: Vec<&Pod> = broken.iter().collect();
-        assert_eq!(plan(&d, "h", &refs), Plan::default());
+        assert_eq!(plan(&d, "h", &refs, &HashSet::new()), Plan::default());
         // A fixed template replaces them.
-        let p = plan(&d, "fixed", &refs);
+        let p = plan(&d, "fixed", &refs, &HashSet::new());
         assert_eq!((p.create, p.delete.len()), (2, 2), "{p:?}");
+    }
+
+    #[test]
+    fn pods_on_a_draining_node_move_new_first() {
+        let d = deployment(2, 1, 0);
+        let mut pods = [pod("a", "h", true), pod("b", "h", true)];
+        pods[0].spec.node = Some("n1".into());
+        pods[1].spec.node = Some("n2".into());
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let draining: HashSet<String> = ["n1".to_string()].into();
+        let p = plan(&d, "h", &refs, &draining);
+        assert_eq!(
+            p,
+            Plan {
+                create: 1,
+                delete: vec![]
+            },
+            "a replacement first, nothing deleted yet"
+        );
+    }
+
+    #[test]
+    fn lost_pods_are_replaced_at_once() {
+        let d = deployment(2, 1, 0);
+        let mut pods = [pod("a", "h", true), pod("b", "h", true)];
+        pods[0].status.phase = Phase::Failed;
+        pods[0].status.reason = Some(REASON_NODE_LOST.into());
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = plan(&d, "h", &refs, &HashSet::new());
+        assert_eq!(
+            p,
+            Plan {
+                create: 1,
+                delete: vec!["a".into()]
+            }
+        );
     }
 
     #[test]
@@ -322,6 +475,6 @@ mod tests {
         let d = deployment(2, 1, 0);
         let pods = [pod("a", "h", true), pod("b", "h", true)];
         let refs: Vec<&Pod> = pods.iter().collect();
-        assert_eq!(plan(&d, "h", &refs), Plan::default());
+        assert_eq!(plan(&d, "h", &refs, &HashSet::new()), Plan::default());
     }
 }

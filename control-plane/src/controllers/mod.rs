@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod nodes;
 
 use crate::reconcile;
 use crate::registry::Registry;
@@ -28,10 +29,47 @@ fn spawn(
     })
 }
 
+/// Settings of the controllers.
+#[derive(Clone, Copy, Debug)]
+pub struct ControllerConfig {
+    /// How long a node's lease may go unrenewed before it is NotReady and its
+    /// pods are replaced elsewhere.
+    pub node_grace: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            node_grace: Duration::from_secs(40),
+        }
+    }
+}
+
 /// Starts every controller loop on the current tokio runtime.
-pub fn spawn_all(registry: &Registry) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_all(
+    registry: &Registry,
+    config: ControllerConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
     use futures::FutureExt;
+    let lifecycle = std::sync::Arc::new(nodes::NodeLifecycle::new(config.node_grace));
+    let lifecycle_registry = registry.clone();
+    let node_loop = tokio::spawn(async move {
+        let for_pass = lifecycle_registry.clone();
+        // Leases lapse without any event: check every second as well.
+        reconcile::run(
+            "nodes",
+            lifecycle_registry,
+            &[Kind::Node],
+            Duration::from_secs(1),
+            || {
+                let (lifecycle, registry) = (lifecycle.clone(), for_pass.clone());
+                async move { lifecycle.pass(&registry).await }
+            },
+        )
+        .await
+    });
     vec![
+        node_loop,
         spawn(
             "deployments",
             registry,

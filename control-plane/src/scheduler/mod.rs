@@ -6,9 +6,10 @@
 
 pub mod plan;
 
-use crate::events;
+use crate::events::{self, Occurrence};
 use crate::registry::{BatchWrite, Registry, Result};
 use plan::{Decision, NodeView, Policy};
+use reef_api::events::{event_name, event_object, fold};
 use reef_api::{Kind, Node, ObjectRef, Phase, Pod};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,6 +17,35 @@ use std::time::Duration;
 /// Pods bound per Raft entry: big enough to amortise consensus, small enough to
 /// keep entries well under a megabyte.
 const BIND_BATCH: usize = 500;
+
+/// The Scheduled event of a bind, to commit with it (none if one exists already).
+fn scheduled_event(registry: &Registry, pod: &Pod, node: &str) -> Result<Option<BatchWrite>> {
+    let involved = ObjectRef {
+        kind: Kind::Pod,
+        name: pod.metadata.name.clone(),
+    };
+    let name = event_name(&involved, "Scheduled");
+    if registry
+        .try_get(Kind::Event, Some(pod.namespace()), &name)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let now = reef_api::now_rfc3339();
+    let message = format!("bound to node {node}");
+    let spec = fold(
+        None,
+        involved,
+        "Scheduled",
+        &message,
+        Occurrence::Distinct,
+        &now,
+    );
+    Ok(spec
+        .map(|spec| event_object(pod.namespace(), spec).to_raw())
+        .transpose()?
+        .map(BatchWrite::Create))
+}
 
 pub struct Scheduler {
     registry: Registry,
@@ -85,7 +115,10 @@ impl Scheduler {
                 Decision::Bind(node) => {
                     let mut bound = (*pod).clone();
                     bound.spec.node = Some(node.clone());
-                    binds.push(BatchWrite::Spec(bound.to_raw()?));
+                    binds.push((
+                        BatchWrite::Spec(bound.to_raw()?),
+                        scheduled_event(&self.registry, pod, node)?,
+                    ));
                 }
                 Decision::Unschedulable { .. } => {
                     let message = decision.message().unwrap_or_default();
@@ -99,6 +132,7 @@ impl Scheduler {
                         involved,
                         "FailedScheduling",
                         &message,
+                        Occurrence::Ongoing,
                     )
                     .await?;
                 }
@@ -107,8 +141,13 @@ impl Scheduler {
         let mut bound = 0;
         while !binds.is_empty() {
             let rest = binds.split_off(binds.len().min(BIND_BATCH));
-            let batch = std::mem::replace(&mut binds, rest);
-            let size = batch.len();
+            let chunk = std::mem::replace(&mut binds, rest);
+            let size = chunk.len();
+            // Each bind and its Scheduled event commit together.
+            let batch: Vec<BatchWrite> = chunk
+                .into_iter()
+                .flat_map(|(bind, event)| std::iter::once(bind).chain(event))
+                .collect();
             match self.registry.write_batch(batch).await? {
                 Some(_) => bound += size,
                 // A pod changed under us: the next pass replans from fresh state.

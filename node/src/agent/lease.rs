@@ -21,6 +21,7 @@ fn node_object(config: &AgentConfig, existing: Option<&Node>) -> Node {
             runtimes: vec![RuntimeKind::Wasmtime],
             // Cordoning is the operator's decision: a restarting agent keeps it.
             unschedulable: existing.is_some_and(|n| n.spec.unschedulable),
+            draining: existing.is_some_and(|n| n.spec.draining),
         },
         status: NodeStatus::default(),
     }

@@ -4,6 +4,7 @@
 //! control plane only through the HTTP API, with its join token.
 
 mod blobs;
+mod events;
 mod lease;
 
 use crate::pods::{pod_key, PodTable};
@@ -99,6 +100,11 @@ impl Agent {
                 m.task.abort();
                 if self.pods.retire(key) {
                     tracing::info!(pod = %key, "stopped");
+                    if let Some((namespace, name)) = key.split_once('/') {
+                        let message =
+                            format!("stopped on node {}: no longer bound here", self.config.name);
+                        events::record(&self.client, namespace, name, "Killed", message);
+                    }
                 }
             }
             keep
@@ -133,9 +139,21 @@ impl Agent {
                         ready: self.probe(&pod, &http).await,
                         started_at: Some(now_rfc3339()),
                         last_error: None,
+                        reason: None,
                         ..pod.status.clone()
                     };
                     tracing::info!(pod = %key, ready = status.ready, "running");
+                    let message = format!(
+                        "started on node {} ({})",
+                        self.config.name, pod.spec.component
+                    );
+                    events::record(
+                        &self.client,
+                        pod.namespace(),
+                        &pod.metadata.name,
+                        "Started",
+                        message,
+                    );
                     self.report(&pod, status.clone()).await;
                     // Not ready yet: keep probing; the pod gets traffic once it answers.
                     while !status.ready {
@@ -149,9 +167,17 @@ impl Agent {
                 }
                 Err(StartError::Permanent(message)) => {
                     tracing::warn!(pod = %key, "cannot run: {message}");
+                    events::record(
+                        &self.client,
+                        pod.namespace(),
+                        &pod.metadata.name,
+                        "Failed",
+                        message.clone(),
+                    );
                     let status = PodStatus {
                         phase: Phase::Failed,
                         ready: false,
+                        reason: Some("CannotRun".into()),
                         last_error: Some(message),
                         ..pod.status.clone()
                     };

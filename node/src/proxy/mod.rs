@@ -178,6 +178,17 @@ impl Proxy {
         let body = BodySlot::new(body);
         // Why each endpoint tried could not take the request.
         let mut passed: Vec<String> = Vec::new();
+        // A bodiless read that failed on its way (a pooled connection to a node
+        // that just died) can safely go to another endpoint.
+        let retryable = matches!(
+            parts.method,
+            hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+        ) && !parts.headers.contains_key(hyper::header::TRANSFER_ENCODING)
+            && parts
+                .headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        let mut remote_failure = None;
         for endpoint in route.endpoints_in_turn() {
             let key = pod_key(&route.namespace, &endpoint.pod);
             if endpoint.node == self.node {
@@ -208,7 +219,7 @@ impl Proxy {
                 Ok(response) => {
                     return response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
                 }
-                Err(ForwardError::Connect(e)) if body.is_untouched() => {
+                Err(ForwardError::Connect(e)) if body.is_untouched() || retryable => {
                     tracing::warn!(
                         node = %endpoint.node,
                         address = %endpoint.address,
@@ -218,6 +229,17 @@ impl Proxy {
                         "node {} ({}) could not be reached: {e}",
                         endpoint.node, endpoint.address
                     ));
+                }
+                Err(ForwardError::Failed(e)) if retryable => {
+                    tracing::warn!(
+                        node = %endpoint.node,
+                        address = %endpoint.address,
+                        "forward failed, retrying a bodiless read elsewhere: {e}"
+                    );
+                    let failure =
+                        format!("node {} ({}) failed: {e}", endpoint.node, endpoint.address);
+                    passed.push(failure.clone());
+                    remote_failure = Some(failure);
                 }
                 Err(ForwardError::Connect(e) | ForwardError::Failed(e)) => {
                     tracing::warn!(
@@ -236,6 +258,13 @@ impl Proxy {
                     );
                 }
             }
+        }
+        // A node that took the request and failed is a bad gateway, not a lack of endpoints.
+        if let Some(failure) = remote_failure {
+            return text(
+                StatusCode::BAD_GATEWAY,
+                format!("reef: service {}: {failure}", route.name()),
+            );
         }
         text(
             StatusCode::SERVICE_UNAVAILABLE,
