@@ -10,7 +10,7 @@ use reef_api::{Client, Kind, Labels, NodeSpec, NodeStatus, Resources};
 use reef_control_plane::apiserver::ApiConfig;
 use reef_control_plane::member::{Bootstrap, Member, MemberConfig};
 use reef_control_plane::scheduler::plan::Policy;
-use reef_node::agent::AgentConfig;
+use reef_node::agent::{AgentConfig, Backoff};
 use reef_node::daemon::{self, NodeConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +33,26 @@ pub struct NodeTuning {
     /// How often the agent renews its lease.
     #[arg(long, env = "REEF_HEARTBEAT", default_value = "5s")]
     heartbeat: reef_api::quantity::Timeout,
+    /// First wait before restarting a command pod that ended; doubles per quick restart.
+    #[arg(long, env = "REEF_BACKOFF_BASE", default_value = "10s")]
+    backoff_base: reef_api::quantity::Timeout,
+    /// Longest wait between restarts; a run that lasted this long resets the wait.
+    #[arg(long, env = "REEF_BACKOFF_MAX", default_value = "5m")]
+    backoff_max: reef_api::quantity::Timeout,
+    /// Bytes one run's log file may reach before it rotates (a pod keeps at most 4x on disk).
+    #[arg(long, env = "REEF_LOG_MAX_BYTES", default_value_t = 10 << 20)]
+    log_max_bytes: u64,
+    /// On SIGTERM, how long requests in flight may take to finish.
+    #[arg(long, env = "REEF_DRAIN_TIMEOUT", default_value = "30s")]
+    drain_timeout: reef_api::quantity::Timeout,
+}
+
+impl NodeTuning {
+    fn logs(&self) -> reef_node::logs::LogLimits {
+        reef_node::logs::LogLimits {
+            file_bytes: self.log_max_bytes,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -87,6 +107,9 @@ pub struct UpArgs {
     /// Name of the node inside this process.
     #[arg(long, env = "REEF_NODE_NAME", default_value = "local")]
     node_name: String,
+    /// The node's own port (logs, forwarded requests; port 0 picks a free port).
+    #[arg(long, env = "REEF_NODE_LISTEN", default_value = "127.0.0.1:0")]
+    node_listen: String,
     #[command(flatten)]
     node: NodeTuning,
     #[command(flatten)]
@@ -206,6 +229,10 @@ fn agent_config(
         },
         labels: parse_labels(&tuning.labels)?,
         heartbeat: tuning.heartbeat.0,
+        backoff: Backoff {
+            base: tuning.backoff_base.0,
+            max: tuning.backoff_max.0.max(tuning.backoff_base.0),
+        },
     })
 }
 
@@ -275,18 +302,22 @@ pub async fn up(args: UpArgs) -> CliResult {
     let server = format!("http://{api_addr}");
     let node_client = Client::new(vec![server.clone()], Some(tokens.join.clone()))?;
     let ingress_addr = ingress_listener.local_addr().map_err(anyhow::Error::from)?;
+    let node_listener = bind("node-listen", &args.node_listen).await?;
+    let node_addr = node_listener.local_addr().map_err(anyhow::Error::from)?;
     let agent = agent_config(
         args.node_name.clone(),
         data_dir.join("node"),
         ingress_addr.to_string(),
-        String::new(),
+        node_addr.to_string(),
         &args.node,
     )?;
-    let node = daemon::start(
+    let node = daemon::start_with_listen(
         NodeConfig {
             agent,
             ingress: ingress_listener,
+            logs: args.node.logs(),
         },
+        Some(node_listener),
         node_client,
     )?;
     // Keep the user's default namespace; point server and token at this cluster.
@@ -303,6 +334,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         &[
             ("api", api_addr.to_string()),
             ("ingress", ingress_addr.to_string()),
+            ("listen", node_addr.to_string()),
         ],
     )?;
     tracing::info!(data_dir = %data_dir.display(), config = %config_path.display(), "cluster ready");
@@ -317,7 +349,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         }
     }
     wait_for_shutdown().await;
-    node.shutdown();
+    node.drain(args.node.drain_timeout.0).await;
     member.shutdown().await;
     Ok(())
 }
@@ -408,13 +440,23 @@ pub async fn node(args: NodeArgs) -> CliResult {
         advertise,
         &args.tuning,
     )?;
-    let node = daemon::start_with_listen(NodeConfig { agent, ingress }, Some(listen), client)?;
+    let logs = args.tuning.logs();
+    let drain = args.tuning.drain_timeout.0;
+    let node = daemon::start_with_listen(
+        NodeConfig {
+            agent,
+            ingress,
+            logs,
+        },
+        Some(listen),
+        client,
+    )?;
     let parts = vec![
         ("ingress", ingress_addr.to_string()),
         ("listen", listen_addr.to_string()),
     ];
     announce(&args.data_dir, &parts)?;
     wait_for_shutdown().await;
-    node.shutdown();
+    node.drain(drain).await;
     Ok(())
 }

@@ -100,6 +100,18 @@ enum Command {
         #[arg(short, long)]
         namespace: Option<String>,
     },
+    /// Print a pod's stdout and stderr.
+    Logs {
+        pod: String,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Keep printing new output as the pod writes it.
+        #[arg(short, long)]
+        follow: bool,
+        /// The run before the last restart.
+        #[arg(short, long)]
+        previous: bool,
+    },
     /// Stop scheduling new pods onto a node.
     Cordon { node: String },
     /// Allow scheduling onto a node again (also ends a drain).
@@ -195,6 +207,12 @@ fn main() -> ExitCode {
                 wait,
             } => verbs::apply(&file, namespace, wait).await,
             Command::Get(args) => verbs::get(args).await,
+            Command::Logs {
+                pod,
+                namespace,
+                follow,
+                previous,
+            } => verbs::logs(&pod, namespace, follow, previous).await,
             Command::Admin { command } => admin::run(command).await,
             Command::Cordon { node } => ops::cordon(&node, true).await,
             Command::Uncordon { node } => ops::cordon(&node, false).await,

@@ -137,7 +137,11 @@ fn table(kind: Kind, objects: &[RawObject], wide: bool) -> (Vec<&'static str>, V
                     let mut row = vec![
                         p.metadata.name.clone(),
                         if p.status.ready { "1/1" } else { "0/1" }.to_string(),
-                        p.status.phase.to_string(),
+                        // As kubectl: a pod waiting out a back-off says so.
+                        match p.status.reason.as_deref() {
+                            Some(reason @ "CrashLoopBackOff") => reason.to_string(),
+                            _ => p.status.phase.to_string(),
+                        },
                         p.status.restarts.to_string(),
                         p.spec.node.clone().unwrap_or_else(|| "<none>".into()),
                         age(o),

@@ -272,3 +272,20 @@ pub async fn delete(
         None => Ok(()),
     }
 }
+
+/// Prints a pod's output as the node keeps it; with `follow`, goes on until the
+/// pod goes or the user interrupts.
+pub async fn logs(pod: &str, namespace: Option<String>, follow: bool, previous: bool) -> CliResult {
+    use tokio::io::AsyncWriteExt as _;
+    let (client, namespace) = connect(namespace)?;
+    let mut stream = Box::pin(client.logs(&namespace, pod, follow, previous).await?);
+    let mut out = tokio::io::stdout();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        // A closed stdout (`| head`) ends the command quietly.
+        if out.write_all(&chunk).await.is_err() || out.flush().await.is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -70,6 +70,12 @@ pub fn object_path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> S
     path
 }
 
+/// `GET /api/v1/cluster/node-access`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeAccess {
+    pub secret: String,
+}
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -402,6 +408,46 @@ impl Client {
         }
         out.sync_all().await.map_err(io)?;
         Ok((revision, checksum, written))
+    }
+
+    /// A pod's stdout and stderr, as the node keeps them: the current run, or
+    /// with `previous` the run before the last restart. With `follow` the
+    /// stream goes on with new output until the pod goes or the caller stops.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        follow: bool,
+        previous: bool,
+    ) -> Result<impl Stream<Item = Result<Bytes>> + Send + 'static> {
+        let mut params = Vec::new();
+        if follow {
+            params.push(("follow", "1"));
+        }
+        if previous {
+            params.push(("previous", "1"));
+        }
+        let path = with_query(
+            format!("{}/log", object_path(Kind::Pod, Some(namespace), Some(pod))),
+            &params,
+        );
+        let response = self.send(reqwest::Method::GET, &path, None, None).await?;
+        Ok(response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(|e| ClientError::Decode(error_chain(&e)))))
+    }
+
+    /// The secret the control plane shows nodes when it asks them for logs
+    /// (node and admin tokens only).
+    pub async fn node_access(&self) -> Result<String> {
+        let answer: NodeAccess = self
+            .json(
+                reqwest::Method::GET,
+                "/api/v1/cluster/node-access",
+                None::<&()>,
+            )
+            .await?;
+        Ok(answer.secret)
     }
 
     /// A raw GET for endpoints without a typed helper (logs, metrics).

@@ -6,12 +6,18 @@
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
 //! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
+//! reef-bench schedule [--reef PATH] [--nodes 1000] [--pods 10000] [--batch 500] [--namespaces N] [--runs 3]
+//! reef-bench density [--reef PATH] [--steps 1000,2500,5000,10000] [--command-steps 500,1000,2000,4000]
+//! reef-bench cold-start [--reef PATH] [--runs 10]
 //! ```
+//! `proxy --wasmtime PATH` adds `wasmtime serve` (wasmtime-cli 48.0.8) to the comparison.
 //! `--reef` defaults to the release binary in `$CARGO_TARGET_DIR` (or `target/`).
 
 mod cluster;
 mod hyper_hello;
+mod node;
 mod replicated;
+mod schedule;
 mod wrk;
 
 use anyhow::{bail, Context};
@@ -19,7 +25,7 @@ use cluster::Cluster;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn examples_dir() -> PathBuf {
+pub(crate) fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
@@ -33,11 +39,30 @@ fn default_reef() -> PathBuf {
 struct Args {
     command: String,
     reef: PathBuf,
-    runs: usize,
+    /// `--runs`; each command has its own default.
+    runs: Option<usize>,
     seconds: u32,
     connections: u32,
     rounds: usize,
     leader_only: bool,
+    nodes: usize,
+    pods: usize,
+    batch: usize,
+    namespaces: usize,
+    steps: Vec<usize>,
+    command_steps: Vec<usize>,
+    wasmtime: Option<PathBuf>,
+}
+
+fn numbers(value: &str) -> anyhow::Result<Vec<usize>> {
+    value
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse()
+                .with_context(|| format!("{n:?} in {value:?} is not a number"))
+        })
+        .collect()
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -46,11 +71,18 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut parsed = Args {
         command,
         reef: default_reef(),
-        runs: 10,
+        runs: None,
         seconds: 10,
         connections: 32,
         rounds: 3,
         leader_only: false,
+        nodes: 1000,
+        pods: 10_000,
+        batch: 500,
+        namespaces: 0,
+        steps: vec![1000, 2500, 5000, 10_000],
+        command_steps: vec![500, 1000, 2000, 4000],
+        wasmtime: None,
     };
     while let Some(flag) = args.next() {
         if flag == "--leader-only" {
@@ -62,17 +94,24 @@ fn parse_args() -> anyhow::Result<Args> {
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--reef" => parsed.reef = PathBuf::from(value),
-            "--runs" => parsed.runs = value.parse()?,
+            "--runs" => parsed.runs = Some(value.parse()?),
             "--seconds" => parsed.seconds = value.parse()?,
             "--connections" => parsed.connections = value.parse()?,
             "--rounds" => parsed.rounds = value.parse()?,
+            "--nodes" => parsed.nodes = value.parse()?,
+            "--pods" => parsed.pods = value.parse()?,
+            "--batch" => parsed.batch = value.parse()?,
+            "--namespaces" => parsed.namespaces = value.parse()?,
+            "--steps" => parsed.steps = numbers(&value)?,
+            "--command-steps" => parsed.command_steps = numbers(&value)?,
+            "--wasmtime" => parsed.wasmtime = Some(PathBuf::from(value)),
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(parsed)
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {
@@ -86,7 +125,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// Polls `url` with `host` until it answers 200; returns when it did.
-async fn first_200(
+pub(crate) async fn first_200(
     http: &reqwest::Client,
     url: &str,
     host: &str,
@@ -122,7 +161,8 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
     println!("|---|---|---|");
     let mut to_200 = Vec::new();
     let mut applies = Vec::new();
-    for run in 0..args.runs {
+    let runs = args.runs.unwrap_or(10);
+    for run in 0..runs {
         let manifest = dir.path().join(format!("app-{run}.toml"));
         std::fs::write(
             &manifest,
@@ -153,15 +193,48 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
     println!();
     println!(
         "median of {}: apply {:.1} ms, apply → first 200 {:.1} ms (max {max:.1} ms; run 1, which compiles the component, {first:.1} ms)",
-        args.runs,
+        runs,
         median(&mut applies),
         median(&mut to_200)
     );
     Ok(())
 }
 
-/// Requests/s through the reef proxy to hello, beside a plain hyper server, with
-/// the same wrk settings, interleaved so drift on a shared machine hits both.
+/// `wasmtime serve` (wasmtime-cli) serving `wasm` with pooling, on a free port.
+async fn wasmtime_serve(
+    wasmtime: &Path,
+    wasm: &Path,
+) -> anyhow::Result<(replicated::Processes, String)> {
+    let port = replicated::free_port()?;
+    let child = std::process::Command::new(wasmtime)
+        .args([
+            "serve",
+            "-Scli",
+            "-Opooling-allocator",
+            "--env",
+            "GREETING=Hello",
+        ])
+        .arg(format!("--addr=127.0.0.1:{port}"))
+        .arg(wasm)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {} serve", wasmtime.display()))?;
+    let url = format!("http://127.0.0.1:{port}/world");
+    let processes = replicated::Processes(vec![Some(child)]);
+    first_200(
+        &reqwest::Client::new(),
+        &url,
+        "hello.local",
+        Duration::from_secs(60),
+    )
+    .await?;
+    Ok((processes, url))
+}
+
+/// Requests/s through the reef proxy to hello, beside a plain hyper server (and,
+/// given `--wasmtime`, `wasmtime serve` on the same component), with the same wrk
+/// settings, interleaved so drift on a shared machine hits all alike.
 async fn proxy(args: &Args) -> anyhow::Result<()> {
     let cluster = Cluster::start(&args.reef)?;
     let app = examples_dir().join("hello/app.toml");
@@ -170,10 +243,26 @@ async fn proxy(args: &Args) -> anyhow::Result<()> {
     let reef_url = format!("http://{}/world", cluster.ingress);
     first_200(&http, &reef_url, "hello.local", Duration::from_secs(60)).await?;
     let hyper_addr = hyper_hello::start().await?;
-    let hyper_url = format!("http://{hyper_addr}/world");
-    // Warm both up.
-    wrk::run(&reef_url, "hello.local", args.connections, 2)?;
-    wrk::run(&hyper_url, "hello.local", args.connections, 2)?;
+    let mut servers = vec![
+        (
+            "plain hyper".to_string(),
+            format!("http://{hyper_addr}/world"),
+        ),
+        ("reef proxy → hello.wasm".to_string(), reef_url),
+    ];
+    let _wasmtime = match &args.wasmtime {
+        Some(wasmtime) => {
+            let (process, url) =
+                wasmtime_serve(wasmtime, &examples_dir().join("hello/hello.wasm")).await?;
+            servers.push(("wasmtime serve hello.wasm".to_string(), url));
+            Some(process)
+        }
+        None => None,
+    };
+    // Warm all up.
+    for (_, url) in &servers {
+        wrk::run(url, "hello.local", args.connections, 2)?;
+    }
     println!(
         "wrk -t2 -c{} -d{}s, {} interleaved rounds",
         args.connections, args.seconds, args.rounds
@@ -181,26 +270,37 @@ async fn proxy(args: &Args) -> anyhow::Result<()> {
     println!();
     println!("| server | round | requests/s | p50 (ms) | p99 (ms) | errors |");
     println!("|---|---|---|---|---|---|");
-    let (mut reef_rps, mut hyper_rps) = (Vec::new(), Vec::new());
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut p50s: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
+    let mut p99s: Vec<Vec<f64>> = vec![Vec::new(); servers.len()];
     for round in 1..=args.rounds {
-        for (name, url, sink) in [
-            ("plain hyper", &hyper_url, &mut hyper_rps),
-            ("reef proxy → hello.wasm", &reef_url, &mut reef_rps),
-        ] {
+        for (i, (name, url)) in servers.iter().enumerate() {
             let r = wrk::run(url, "hello.local", args.connections, args.seconds)?;
             println!(
                 "| {name} | {round} | {:.0} | {:.2} | {:.2} | {} |",
                 r.requests_per_sec, r.p50_ms, r.p99_ms, r.errors
             );
-            sink.push(r.requests_per_sec);
+            rates[i].push(r.requests_per_sec);
+            p50s[i].push(r.p50_ms);
+            p99s[i].push(r.p99_ms);
         }
     }
-    let (reef, hyper) = (median(&mut reef_rps), median(&mut hyper_rps));
+    let hyper = median(&mut rates[0].clone());
     println!();
     println!(
-        "median requests/s: reef {reef:.0}, plain hyper {hyper:.0}, ratio reef/hyper {:.3}",
-        reef / hyper
+        "| server (median of {} rounds) | requests/s | p50 (ms) | p99 (ms) | vs plain hyper |",
+        args.rounds
     );
+    println!("|---|---|---|---|---|");
+    for (i, (name, _)) in servers.iter().enumerate() {
+        let rps = median(&mut rates[i]);
+        println!(
+            "| {name} | {rps:.0} | {:.2} | {:.2} | {:.3} |",
+            median(&mut p50s[i]),
+            median(&mut p99s[i]),
+            rps / hyper
+        );
+    }
     Ok(())
 }
 
@@ -217,7 +317,18 @@ async fn main() -> anyhow::Result<()> {
         "apply-latency" => apply_latency(&args).await,
         "proxy" => proxy(&args).await,
         "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only).await,
-        "failover" => replicated::failover(&args.reef, args.runs).await,
-        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R]"),
+        "failover" => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
+        "schedule" => {
+            let options = schedule::Options {
+                nodes: args.nodes,
+                pods: args.pods,
+                batch: args.batch,
+                namespaces: args.namespaces,
+            };
+            schedule::run(&args.reef, &options, args.runs.unwrap_or(3)).await
+        }
+        "density" => node::density(&args.reef, &args.steps, &args.command_steps).await,
+        "cold-start" => node::cold_start(&args.reef, args.runs.unwrap_or(10)).await,
+        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|schedule|density|cold-start [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
     }
 }

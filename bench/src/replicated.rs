@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
 /// Children killed on drop.
-struct Processes(Vec<Option<Child>>);
+pub(crate) struct Processes(pub(crate) Vec<Option<Child>>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -170,7 +170,7 @@ impl ReefCluster {
     }
 }
 
-async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<()> {
+pub(crate) async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while !path.exists() {
         if Instant::now() > deadline {
@@ -391,7 +391,10 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     let etcd = EtcdCluster::start(3).await?;
     let reef_urls = if leader_only {
         let http = reqwest::Client::new();
-        let leader = reef_cluster.leader(&http, 0).await.context("no reef leader")?;
+        let leader = reef_cluster
+            .leader(&http, 0)
+            .await
+            .context("no reef leader")?;
         vec![reef_cluster.urls[leader].clone()]
     } else {
         reef_cluster.urls.clone()
@@ -406,7 +409,11 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     // Warm both up.
     load(&reef_target, 4, Duration::from_secs(2)).await;
     load(&etcd_target, 4, Duration::from_secs(2)).await;
-    let spread = if leader_only { "reef clients all on its leader, etcd clients spread" } else { "clients spread over all members" };
+    let spread = if leader_only {
+        "reef clients all on its leader, etcd clients spread"
+    } else {
+        "clients spread over all members"
+    };
     println!("3 members each on loopback; ~256-byte values; {spread}; {seconds} s per cell");
     println!();
     println!("| clients | system | writes/s | p50 (ms) | p99 (ms) | errors | reef/etcd writes/s |");

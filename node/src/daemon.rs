@@ -1,18 +1,25 @@
-//! A whole worker node wired together: runtime, agent and proxy.
+//! A whole worker node wired together: runtime, agent, logs and proxy.
+//!
+//! Under `DATA_DIR`: `blobs/` (components by digest), `artifacts/` (compiled
+//! components), `logs/` and `scratch/` (per pod, gone with the pod).
 
 use crate::agent::{Agent, AgentConfig};
+use crate::logs::{LogLimits, NodeLogs};
 use crate::pods::PodTable;
+use crate::proxy::internal::NodeAccess;
 use crate::proxy::Proxy;
 use crate::runtime::{Runtime, RuntimeConfig};
 use reef_api::Client;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub struct NodeConfig {
     pub agent: AgentConfig,
     /// Already bound, so port 0 works and the address is known up front.
     pub ingress: TcpListener,
+    pub logs: LogLimits,
 }
 
 pub struct NodeHandle {
@@ -20,26 +27,49 @@ pub struct NodeHandle {
     /// The node-to-node port, when the node takes forwarded requests.
     pub listen: Option<SocketAddr>,
     pub pods: PodTable,
+    pub runtime: Runtime,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// The ingress and listen servers, which drain on `stop`.
+    servers: Vec<tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl NodeHandle {
+    /// Stops at once: requests in flight are cut off.
     pub fn shutdown(self) {
-        for task in self.tasks {
+        for task in self.servers.into_iter().chain(self.tasks) {
             task.abort();
         }
+    }
+
+    /// Takes no new connections, lets requests in flight finish (for up to
+    /// `grace`), then stops everything, command pods included.
+    pub async fn drain(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let drained = {
+            let servers = futures::future::join_all(self.servers.iter_mut());
+            tokio::time::timeout(grace, servers).await.is_ok()
+        };
+        if !drained {
+            tracing::warn!(
+                ?grace,
+                "requests still in flight after the grace period: cutting them off"
+            );
+        }
+        self.shutdown();
     }
 }
 
 /// Starts the node's agent, route sync and ingress server on the current runtime.
-/// Without a listen port the node takes no forwarded requests: its pods are
-/// reachable through its own ingress only (one node, as in `reef up`).
+/// Without a listen port the node takes no forwarded requests and serves no logs:
+/// its pods are reachable through its own ingress only.
 pub fn start(config: NodeConfig, client: Client) -> anyhow::Result<NodeHandle> {
     start_with_listen(config, None, client)
 }
 
-/// [`start`], plus the server for requests other nodes forward on `listen`
-/// (already bound; `config.agent.address` is how other nodes reach it).
+/// [`start`], plus the server for requests other nodes forward and for the
+/// control plane's log requests on `listen` (already bound;
+/// `config.agent.address` is how others reach it).
 pub fn start_with_listen(
     config: NodeConfig,
     listen: Option<TcpListener>,
@@ -47,19 +77,46 @@ pub fn start_with_listen(
 ) -> anyhow::Result<NodeHandle> {
     let ingress = config.ingress.local_addr()?;
     let listen_addr = listen.as_ref().map(|l| l.local_addr()).transpose()?;
-    let runtime = Runtime::new(RuntimeConfig::for_pods(config.agent.capacity.pods))?;
+    let data_dir = config.agent.data_dir.clone();
+    let runtime = Runtime::new(RuntimeConfig {
+        artifact_dir: Some(data_dir.join("artifacts")),
+        ..RuntimeConfig::for_pods(config.agent.capacity.pods)
+    })?;
     let pods = PodTable::default();
-    let proxy = Proxy::new(config.agent.name.clone(), pods.clone());
-    let agent = Agent::new(config.agent, client.clone(), runtime, pods.clone());
-    let mut tasks = vec![
-        proxy.spawn_route_sync(client),
-        tokio::spawn(Arc::clone(&proxy).serve(config.ingress)),
+    let logs = NodeLogs::new(data_dir.join("logs"), config.logs);
+    let access = NodeAccess::default();
+    let proxy = Proxy::with_node_endpoints(
+        config.agent.name.clone(),
+        pods.clone(),
+        logs.clone(),
+        access.clone(),
+    );
+    let agent = Agent::new(
+        config.agent,
+        client.clone(),
+        runtime.clone(),
+        pods.clone(),
+        logs.clone(),
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut servers = vec![tokio::spawn(
+        Arc::clone(&proxy).serve_until(config.ingress, stopped.clone()),
+    )];
+    if let Some(listen) = listen {
+        servers.push(tokio::spawn(
+            Arc::clone(&proxy).serve_listen_until(listen, stopped),
+        ));
+    }
+    let tasks = vec![
+        proxy.spawn_route_sync(client.clone()),
         tokio::spawn(agent.run()),
+        tokio::spawn(logs.flush_forever()),
+        tokio::spawn(access.keep_fetched(client)),
         // Retired pods whose grace ran out while routes did not change.
         tokio::spawn({
             let pods = pods.clone();
             async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
                     pods.sweep_expired();
@@ -67,13 +124,13 @@ pub fn start_with_listen(
             }
         }),
     ];
-    if let Some(listen) = listen {
-        tasks.push(tokio::spawn(Arc::clone(&proxy).serve_listen(listen)));
-    }
     Ok(NodeHandle {
         ingress,
         listen: listen_addr,
         pods,
+        runtime,
+        stop,
+        servers,
         tasks,
     })
 }

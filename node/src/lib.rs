@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod daemon;
+pub mod logs;
 pub mod pods;
 pub mod proxy;
 pub mod reflector;

@@ -2,7 +2,7 @@
 //! cluster state. It relists when the watch's history expired (410) or the stream
 //! broke, so it converges after any outage of the control plane.
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use reef_api::{Client, Kind, RawObject, WatchEventType};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -58,32 +58,53 @@ where
             backoff = Duration::from_millis(200);
             // A server sends a BOOKMARK at least every 10 s; silence means it is
             // gone or cut off, so reconnect (maybe to another member).
-            while let Ok(Some(event)) = tokio::time::timeout(WATCH_SILENCE, stream.next()).await {
+            'stream: while let Ok(Some(event)) =
+                tokio::time::timeout(WATCH_SILENCE, stream.next()).await
+            {
                 let Ok(event) = event else { break };
-                if event.kind == WatchEventType::Bookmark {
-                    if let Some(rv) = event
-                        .object
-                        .pointer("/metadata/resource_version")
-                        .and_then(|v| v.as_u64())
-                    {
-                        revision = revision.max(rv);
-                    }
-                    continue;
-                }
-                let Ok(obj) = serde_json::from_value::<RawObject>(event.object) else {
-                    continue;
-                };
-                revision = revision.max(obj.metadata.resource_version);
-                match event.kind {
-                    WatchEventType::Deleted => {
-                        mirror.remove(&key(&obj));
-                    }
-                    _ => {
-                        mirror.insert(key(&obj), obj);
+                let mut changed = apply(&mut mirror, &mut revision, event);
+                // A burst (a batch of binds, a rollout) is taken whole before
+                // `on_change` looks at the mirror, not once per event.
+                while let Some(next) = stream.next().now_or_never() {
+                    match next {
+                        Some(Ok(event)) => changed |= apply(&mut mirror, &mut revision, event),
+                        _ => {
+                            if changed {
+                                on_change(&mirror);
+                            }
+                            break 'stream;
+                        }
                     }
                 }
-                on_change(&mirror);
+                if changed {
+                    on_change(&mirror);
+                }
             }
+        }
+    }
+}
+
+/// Applies one watch event to the mirror; true if the mirror changed.
+fn apply(mirror: &mut Mirror, revision: &mut u64, event: reef_api::WatchEvent) -> bool {
+    if event.kind == WatchEventType::Bookmark {
+        if let Some(rv) = event
+            .object
+            .pointer("/metadata/resource_version")
+            .and_then(|v| v.as_u64())
+        {
+            *revision = (*revision).max(rv);
+        }
+        return false;
+    }
+    let Ok(obj) = serde_json::from_value::<RawObject>(event.object) else {
+        return false;
+    };
+    *revision = (*revision).max(obj.metadata.resource_version);
+    match event.kind {
+        WatchEventType::Deleted => mirror.remove(&key(&obj)).is_some(),
+        _ => {
+            mirror.insert(key(&obj), obj);
+            true
         }
     }
 }

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use reef_node::runtime::{
-    digest_of, HandleError, HttpComponent, HttpPod, PodSettings, PrepareError, Runtime,
-    RuntimeConfig,
+    digest_of, CommandPod, Exit, HandleError, HttpComponent, HttpPod, OutputSink, PodSettings,
+    PrepareError, Runtime, RuntimeConfig, ScratchDir, Stream,
 };
 use tokio::net::TcpListener;
 
@@ -70,6 +70,65 @@ fn test_guest_wasm() -> Vec<u8> {
         std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     })
     .clone()
+}
+
+/// The test command, built like the test guest.
+fn command_guest_wasm() -> Vec<u8> {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/command_guest/Cargo.toml");
+        run(Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(&manifest));
+        let path = target_dir().join("wasm32-wasip2/release/reef-test-command.wasm");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    })
+    .clone()
+}
+
+/// Collects what a guest prints.
+#[derive(Default)]
+struct Captured(std::sync::Mutex<Vec<(Stream, Vec<u8>)>>);
+
+impl OutputSink for Captured {
+    fn write(&self, stream: Stream, bytes: &[u8]) {
+        self.0.lock().unwrap().push((stream, bytes.to_vec()));
+    }
+}
+
+impl Captured {
+    fn text(&self, which: Stream) -> String {
+        let chunks = self.0.lock().unwrap();
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .filter(|(s, _)| *s == which)
+            .flat_map(|(_, b)| b.clone())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+async fn command(args: &[&str], settings: PodSettings) -> CommandPod {
+    let wasm = command_guest_wasm();
+    let component = runtime()
+        .prepare_command(&digest_of(&wasm), &wasm)
+        .await
+        .expect("prepare_command");
+    CommandPod::new(
+        component,
+        "test-command",
+        &PodSettings {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..settings
+        },
+    )
 }
 
 /// One runtime for every test, so each component compiles once.
@@ -440,4 +499,166 @@ async fn a_request_without_host_is_refused() {
     let req = Request::get("/x").body(Empty::<Bytes>::new()).unwrap();
     let err = pod.handle(req).await.unwrap_err();
     assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn commands_end_with_their_exit_code_or_why_they_failed() {
+    let exit = command(&["exit", "7"], settings(&[])).await.run().await;
+    assert_eq!(exit, Exit::Code(7));
+    let exit = command(&["exit-std", "7"], settings(&[])).await.run().await;
+    assert_eq!(exit, Exit::Code(1), "std's exit says only ok or err");
+    let exit = command(&["exit", "0"], settings(&[])).await.run().await;
+    assert!(exit.succeeded(), "{exit}");
+    let exit = command(&["panic"], settings(&[])).await.run().await;
+    assert!(matches!(exit, Exit::Trap(_)), "{exit:?}");
+    assert_eq!(exit.code(), 1);
+    let small = PodSettings {
+        memory_bytes: 16 << 20,
+        ..settings(&[])
+    };
+    let exit = command(&["alloc", "64"], small.clone()).await.run().await;
+    assert!(matches!(exit, Exit::OutOfMemory(_)), "{exit:?}");
+    let exit = command(&["alloc", "4"], small).await.run().await;
+    assert_eq!(exit, Exit::Code(0));
+}
+
+#[tokio::test]
+async fn a_command_gets_its_args_env_and_output_sink() {
+    let sink = std::sync::Arc::new(Captured::default());
+    let pod = command(
+        &["print", "two words"],
+        PodSettings {
+            output: Some(sink.clone()),
+            ..settings(&[("A", "b")])
+        },
+    )
+    .await;
+    assert_eq!(pod.run().await, Exit::Code(0));
+    assert_eq!(
+        sink.text(Stream::Stdout),
+        "argv: test-command print two words\n"
+    );
+    assert_eq!(sink.text(Stream::Stderr), "to stderr\n");
+}
+
+#[tokio::test]
+async fn a_guest_sees_its_scratch_dir_and_no_other_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("pod");
+    let sink = std::sync::Arc::new(Captured::default());
+    let pod = command(
+        &["files"],
+        PodSettings {
+            output: Some(sink.clone()),
+            scratch: Some(ScratchDir::create(dir.clone()).expect("scratch dir")),
+            ..settings(&[])
+        },
+    )
+    .await;
+    assert_eq!(
+        pod.run().await,
+        Exit::Code(0),
+        "{}",
+        sink.text(Stream::Stderr)
+    );
+    let out = sink.text(Stream::Stdout);
+    assert!(
+        out.starts_with("scratch: from the guest; /etc/passwd: Err("),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hello.txt")).expect("on the host"),
+        "from the guest"
+    );
+    // The directory goes with the pod.
+    drop(pod);
+    assert!(!dir.exists(), "{} outlived its pod", dir.display());
+    // Without a scratch dir there is no /tmp either: the write fails (a panic).
+    let bare = command(&["files"], settings(&[])).await;
+    assert!(matches!(bare.run().await, Exit::Trap(_)));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_command_yields_to_the_pods_beside_it() {
+    let spinner = command(&["spin"], settings(&[])).await;
+    let spinning = tokio::spawn(async move { spinner.run().await });
+    // One thread, and the spinner is on it: only its yields let these through.
+    tokio::task::yield_now().await;
+    let other = HttpPod::new(prepare(&test_guest_wasm()).await, settings(&[]));
+    for _ in 0..5 {
+        let (status, _) = call(&other, get("/echo")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(!spinning.is_finished(), "the spinner stopped by itself");
+    // Dropping the run stops the instance.
+    spinning.abort();
+    assert!(spinning.await.unwrap_err().is_cancelled());
+}
+
+#[tokio::test]
+async fn compiled_components_come_back_from_disk_and_a_damaged_one_is_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || RuntimeConfig {
+        max_instances: 8,
+        artifact_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let wasm = hello_wasm();
+    let digest = digest_of(&wasm);
+    let first = Runtime::new(config()).expect("runtime");
+    first.prepare_http(&digest, &wasm).await.expect("prepare");
+    assert_eq!(first.cache_stats().compiled, 1);
+    assert_eq!(first.cache_stats().hits, 0);
+    let artifact = first.artifact_path(&digest).expect("a cache path");
+    assert!(artifact.exists(), "{}", artifact.display());
+    drop(first);
+
+    // A new process (a new runtime): loaded, not compiled.
+    let second = Runtime::new(config()).expect("runtime");
+    let pod = HttpPod::new(
+        second.prepare_http(&digest, &wasm).await.expect("prepare"),
+        settings(&[]),
+    );
+    assert_eq!(second.cache_stats().hits, 1);
+    assert_eq!(second.cache_stats().compiled, 0);
+    assert_eq!(call(&pod, get("/cached")).await.unwrap().0, StatusCode::OK);
+    drop(second);
+
+    // Damage it: the checksum catches it, the component compiles again.
+    let mut bytes = std::fs::read(&artifact).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&artifact, bytes).expect("write");
+    let third = Runtime::new(config()).expect("runtime");
+    let pod = HttpPod::new(
+        third.prepare_http(&digest, &wasm).await.expect("prepare"),
+        settings(&[]),
+    );
+    let stats = third.cache_stats();
+    assert_eq!(
+        (stats.hits, stats.rebuilt, stats.compiled),
+        (0, 1, 1),
+        "{stats:?}"
+    );
+    assert_eq!(call(&pod, get("/rebuilt")).await.unwrap().0, StatusCode::OK);
+    // And the rebuilt artifact is sound again.
+    let fourth = Runtime::new(config()).expect("runtime");
+    fourth.prepare_http(&digest, &wasm).await.expect("prepare");
+    assert_eq!(fourth.cache_stats().hits, 1);
+}
+
+#[tokio::test]
+async fn a_command_component_is_not_an_http_one_and_back() {
+    let wasm = command_guest_wasm();
+    let err = runtime()
+        .prepare_http(&digest_of(&wasm), &wasm)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::NotHttp(_)), "{err}");
+    let hello = hello_wasm();
+    let err = runtime()
+        .prepare_command(&digest_of(&hello), &hello)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PrepareError::NotCommand(_)), "{err}");
 }

@@ -20,12 +20,16 @@
 //! Build with `cargo build --target wasm32-wasip2 --release` as a `cdylib`;
 //! the `.wasm` it produces is already a component. Bodies are read and
 //! written whole: this SDK favours a small API over streaming.
+//!
+//! [`fetch`] makes an outbound request through `wasi:http/outgoing-handler`;
+//! the node lets it out only to the hosts in the pod's `outbound` list.
 
 use std::io::{Read as _, Write as _};
 
+use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingResponse,
-    ResponseOutparam, Scheme,
+    ErrorCode, Fields, IncomingBody, IncomingRequest, Method, OutgoingBody, OutgoingRequest,
+    OutgoingResponse, ResponseOutparam, Scheme,
 };
 
 #[doc(hidden)]
@@ -187,6 +191,99 @@ impl Response {
     }
 }
 
+/// Why an outbound request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// The URL is not `http://authority/path` or `https://authority/path`.
+    BadUrl(String),
+    /// The host refused or failed the request; `HttpRequestDenied` means the
+    /// pod's `outbound` list does not name this authority.
+    Host(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::BadUrl(url) => write!(f, "not an http(s) URL: {url:?}"),
+            FetchError::Host(code) => write!(f, "the request failed: {code}"),
+        }
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// Sends `method url` with `body` and reads the whole response.
+pub fn fetch(method: &str, url: &str, body: &[u8]) -> Result<Response, FetchError> {
+    let bad_url = || FetchError::BadUrl(url.to_string());
+    let (scheme, rest) = match url.split_once("://") {
+        Some(("http", rest)) => (Scheme::Http, rest),
+        Some(("https", rest)) => (Scheme::Https, rest),
+        _ => return Err(bad_url()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(bad_url());
+    }
+    let host_error = |code: ErrorCode| FetchError::Host(format!("{code:?}"));
+    let request = OutgoingRequest::new(Fields::new());
+    request
+        .set_method(&method_of(method))
+        .and_then(|()| request.set_scheme(Some(&scheme)))
+        .and_then(|()| request.set_authority(Some(authority)))
+        .and_then(|()| request.set_path_with_query(Some(path)))
+        .map_err(|()| bad_url())?;
+    let outgoing = request
+        .body()
+        .map_err(|()| FetchError::Host("request body unavailable".into()))?;
+    // Sent first, so the host is reading the body while it is written.
+    let pending = outgoing_handler::handle(request, None).map_err(host_error)?;
+    if !body.is_empty() {
+        let mut stream = outgoing
+            .write()
+            .map_err(|()| FetchError::Host("request body stream unavailable".into()))?;
+        stream
+            .write_all(body)
+            .map_err(|e| FetchError::Host(format!("writing the request body: {e}")))?;
+        stream
+            .blocking_flush()
+            .map_err(|e| FetchError::Host(format!("writing the request body: {e:?}")))?;
+    }
+    OutgoingBody::finish(outgoing, None).map_err(host_error)?;
+    pending.subscribe().block();
+    let response = match pending.get() {
+        Some(Ok(Ok(response))) => response,
+        Some(Ok(Err(code))) => return Err(host_error(code)),
+        other => return Err(FetchError::Host(format!("no response: {other:?}"))),
+    };
+    let headers = header_list(&response.headers());
+    let body = response
+        .consume()
+        .map_err(|()| "response body unavailable".to_string())
+        .and_then(read_all)
+        .map_err(FetchError::Host)?;
+    Ok(Response {
+        status: response.status(),
+        headers,
+        body,
+    })
+}
+
+fn method_of(method: &str) -> Method {
+    match method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        "OPTIONS" => Method::Options,
+        "PATCH" => Method::Patch,
+        other => Method::Other(other.to_string()),
+    }
+}
+
 /// Exports `handler`, a `fn(reef_sdk::Request) -> reef_sdk::Response`, as
 /// this component's `wasi:http/incoming-handler`. Use it once per crate.
 #[macro_export]
@@ -235,13 +332,11 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
         Scheme::Https => "https".to_string(),
         Scheme::Other(other) => other,
     });
-    let headers = request
-        .headers()
-        .entries()
-        .into_iter()
-        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-        .collect();
-    let body = read_body(&request)?;
+    let headers = header_list(&request.headers());
+    let body = request
+        .consume()
+        .map_err(|()| "request body already consumed".to_string())
+        .and_then(read_all)?;
     Ok(Request {
         method,
         path_with_query: request.path_with_query().unwrap_or_else(|| "/".to_string()),
@@ -252,18 +347,25 @@ fn read_request(request: IncomingRequest) -> Result<Request, String> {
     })
 }
 
-fn read_body(request: &IncomingRequest) -> Result<Vec<u8>, String> {
-    let body = request
-        .consume()
-        .map_err(|()| "request body already consumed".to_string())?;
+/// Header names (lower case) and values (lossy UTF-8), in order.
+fn header_list(fields: &Fields) -> Vec<(String, String)> {
+    fields
+        .entries()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect()
+}
+
+/// A whole incoming body, request's or response's.
+fn read_all(body: IncomingBody) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     {
         let mut stream = body
             .stream()
-            .map_err(|()| "request body stream unavailable".to_string())?;
+            .map_err(|()| "body stream unavailable".to_string())?;
         stream
             .read_to_end(&mut bytes)
-            .map_err(|e| format!("reading the request body failed: {e}"))?;
+            .map_err(|e| format!("reading the body failed: {e}"))?;
     }
     drop(IncomingBody::finish(body));
     Ok(bytes)

@@ -21,14 +21,15 @@ pub fn example(name: &str) -> PathBuf {
         .join("examples")
         .join(name)
         .join(format!("{name}.wasm"));
-    BUILD.call_once(|| {
-        if !wasm.exists() {
+    if !wasm.exists() {
+        // build.sh builds every example, so once is enough.
+        BUILD.call_once(|| {
             let status = Command::new(repo().join("examples/build.sh"))
                 .status()
                 .expect("run examples/build.sh");
             assert!(status.success(), "examples/build.sh failed");
-        }
-    });
+        });
+    }
     assert!(
         wasm.exists(),
         "{} missing after examples/build.sh",
@@ -245,6 +246,27 @@ impl Cluster {
         .await
     }
 
+    /// The `reef up` process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGTERM (a graceful stop) and waits for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("reef up is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        child.wait().expect("wait for reef up")
+    }
+
+    /// The whole log of every launch so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -276,6 +298,16 @@ pub fn manifest_dir(text: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("app.toml");
     std::fs::write(&path, text).expect("write manifest");
     (dir, path)
+}
+
+/// A process's resident set size in KiB, from /proc.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn path_str(p: &Path) -> &str {

@@ -10,6 +10,7 @@ mod blobs;
 pub mod cluster;
 mod error;
 mod filter;
+mod logs;
 mod objects;
 mod watch;
 
@@ -185,6 +186,11 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
             axum::routing::delete(cluster::remove_member),
         )
         .route("/api/v1/cluster/join", get(cluster::join_info))
+        .route("/api/v1/cluster/node-access", get(logs::node_access))
+        .route(
+            "/api/v1/namespaces/{ns}/pods/{name}/log",
+            get(logs::pod_log),
+        )
         .route("/api/v1/admin/backup", get(cluster::backup))
         .route("/api/v1/namespaces/{ns}/{kind}", get(objects::list_ns))
         .route(

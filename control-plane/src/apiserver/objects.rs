@@ -113,7 +113,7 @@ pub async fn get(
 
 /// Reads on any member see every write acknowledged before they began: the member
 /// confirms the leader's commit index with a quorum and waits to have applied it.
-async fn linearizable(state: &ApiState) -> ApiResult<()> {
+pub(super) async fn linearizable(state: &ApiState) -> ApiResult<()> {
     state
         .registry
         .store()

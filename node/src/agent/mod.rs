@@ -1,18 +1,27 @@
 //! The node agent (kubelet): registers and renews its lease, mirrors the pods bound
 //! to this node, and makes the running set match: fetch and verify the component,
-//! compile once per digest, pre-instantiate, probe, report status. It talks to the
-//! control plane only through the HTTP API, with its join token.
+//! compile once per digest (cached on disk), give each pod its sandbox (scratch
+//! directory, log sink), then serve `http` pods through the proxy's pod table or
+//! run `command` pods, restarting them by their policy with back-off; report
+//! status and events. It talks to the control plane only through the HTTP API,
+//! with its join token.
 
+mod backoff;
 mod blobs;
+mod command;
 mod events;
+mod failures;
 mod lease;
 
+pub use backoff::Backoff;
+
+use crate::logs::NodeLogs;
 use crate::pods::{pod_key, PodTable};
 use crate::reflector::{reflect, Mirror};
-use crate::runtime::{HttpPod, PodSettings, Runtime};
+use crate::runtime::{CommandPod, HttpPod, PodSettings, Runtime, ScratchDir};
 use blobs::BlobCache;
 use reef_api::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,11 +37,14 @@ pub struct AgentConfig {
     pub capacity: Resources,
     pub labels: Labels,
     pub heartbeat: Duration,
+    /// Waits between restarts of command pods.
+    pub backoff: Backoff,
 }
 
-/// A pod this agent has taken on: the task bringing it up, and which object it is.
+/// A pod this agent has taken on: the task running it, and which object it is.
 struct Managed {
     uid: String,
+    digest: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -41,8 +53,17 @@ pub struct Agent {
     client: Client,
     runtime: Runtime,
     pods: PodTable,
+    logs: NodeLogs,
     blobs: BlobCache,
     managed: Mutex<HashMap<String, Managed>>,
+    /// Whether leftovers of pods removed while the node was down were swept.
+    swept: std::sync::atomic::AtomicBool,
+}
+
+/// A pod ready to run.
+enum Prepared {
+    Http(HttpPod),
+    Command(CommandPod),
 }
 
 /// Failures worth retrying (the API or the network) versus ones that will not fix
@@ -58,6 +79,7 @@ impl Agent {
         client: Client,
         runtime: Runtime,
         pods: PodTable,
+        logs: NodeLogs,
     ) -> Arc<Agent> {
         let blobs = BlobCache::new(config.data_dir.join("blobs"), client.clone());
         Arc::new(Agent {
@@ -65,8 +87,10 @@ impl Agent {
             client,
             runtime,
             pods,
+            logs,
             blobs,
             managed: Mutex::new(HashMap::new()),
+            swept: Default::default(),
         })
     }
 
@@ -85,6 +109,17 @@ impl Agent {
         self.managed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn scratch_root(&self) -> PathBuf {
+        self.config.data_dir.join("scratch")
+    }
+
+    /// A pod's scratch directory: one per pod object, gone with the pod.
+    fn scratch_dir(&self, pod: &Pod) -> PathBuf {
+        self.scratch_root()
+            .join(pod.namespace())
+            .join(format!("{}_{}", pod.metadata.name, pod.metadata.uid))
+    }
+
     /// Starts pods that are bound here and not yet managed; stops those that are gone.
     fn sync(self: &Arc<Self>, mirror: &Mirror) {
         let mut managed = self.managed();
@@ -94,86 +129,74 @@ impl Agent {
             .filter(|p| p.spec.node.as_deref() == Some(self.config.name.as_str()))
             .map(|p| (pod_key(p.namespace(), &p.metadata.name), p))
             .collect();
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // The first full list: anything on disk for pods not in it is left
+            // over from pods removed while this node was down.
+            let keep: HashSet<String> = wanted
+                .values()
+                .map(|p| format!("{}/{}_{}", p.namespace(), p.metadata.name, p.metadata.uid))
+                .collect();
+            crate::logs::sweep_two_levels(&self.scratch_root(), &keep);
+            self.logs.sweep(&keep);
+        }
+        let mut stopped: HashSet<String> = HashSet::new();
         managed.retain(|key, m| {
             let keep = wanted.get(key).is_some_and(|p| p.metadata.uid == m.uid);
             if !keep {
-                m.task.abort();
-                if self.pods.retire(key) {
-                    tracing::info!(pod = %key, "stopped");
-                    if let Some((namespace, name)) = key.split_once('/') {
-                        let message =
-                            format!("stopped on node {}: no longer bound here", self.config.name);
-                        events::record(&self.client, namespace, name, "Killed", message);
-                    }
-                }
+                self.stop(key, m);
+                stopped.insert(m.digest.clone());
             }
             keep
         });
+        // A component no pod here runs any more leaves memory (its compiled code
+        // stays on disk, so it comes back quickly if it is needed again).
+        for digest in stopped {
+            if !managed.values().any(|m| m.digest == digest) {
+                self.runtime.forget(&digest);
+            }
+        }
         for (key, pod) in wanted {
             if managed.contains_key(&key) {
                 continue;
             }
             let agent = self.clone();
             let uid = pod.metadata.uid.clone();
+            let digest = pod.spec.component.clone();
             let task = tokio::spawn(async move { agent.start(key_for(&pod), pod).await });
-            managed.insert(key, Managed { uid, task });
+            managed.insert(key, Managed { uid, digest, task });
         }
     }
 
-    /// Brings one pod up, retrying transient failures with back-off.
+    /// A pod no longer bound here: stop it and delete its logs. Its scratch dir
+    /// goes with the last request still running in it (a retired http pod
+    /// finishes what was routed to it).
+    fn stop(&self, key: &str, managed: &Managed) {
+        managed.task.abort();
+        let was_serving = self.pods.retire(key);
+        let had_logs = self.logs.get(key).is_some();
+        self.logs.remove(key);
+        if let Some((namespace, name)) = key.split_once('/') {
+            if was_serving || had_logs {
+                tracing::info!(pod = %key, "stopped");
+                let message = format!("stopped on node {}: no longer bound here", self.config.name);
+                events::record(&self.client, namespace, name, "Killed", message);
+            }
+        }
+    }
+
+    /// Brings one pod up, retrying transient failures with back-off, then
+    /// serves or runs it.
     async fn start(self: Arc<Self>, key: String, pod: Pod) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.prepare(&pod).await {
-                Ok(http) => {
-                    // Under the lock, so a pod removed meanwhile is not resurrected.
-                    {
-                        let managed = self.managed();
-                        if managed.get(&key).is_none_or(|m| m.uid != pod.metadata.uid) {
-                            return;
-                        }
-                        self.pods.insert(key.clone(), http.clone());
-                    }
-                    let mut status = PodStatus {
-                        phase: Phase::Running,
-                        ready: self.probe(&pod, &http).await,
-                        started_at: Some(now_rfc3339()),
-                        last_error: None,
-                        reason: None,
-                        ..pod.status.clone()
-                    };
-                    tracing::info!(pod = %key, ready = status.ready, "running");
-                    let message = format!(
-                        "started on node {} ({})",
-                        self.config.name, pod.spec.component
-                    );
-                    events::record(
-                        &self.client,
-                        pod.namespace(),
-                        &pod.metadata.name,
-                        "Started",
-                        message,
-                    );
-                    self.report(&pod, status.clone()).await;
-                    // Not ready yet: keep probing; the pod gets traffic once it answers.
-                    while !status.ready {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        status.ready = self.probe(&pod, &http).await;
-                        if status.ready {
-                            self.report(&pod, status.clone()).await;
-                        }
-                    }
-                    return;
+            match self.prepare(&key, &pod).await {
+                Ok(Prepared::Http(http)) => return self.serve_http(key, pod, http).await,
+                Ok(Prepared::Command(command)) => {
+                    return command::run(&self, &key, pod, command).await
                 }
                 Err(StartError::Permanent(message)) => {
                     tracing::warn!(pod = %key, "cannot run: {message}");
-                    events::record(
-                        &self.client,
-                        pod.namespace(),
-                        &pod.metadata.name,
-                        "Failed",
-                        message.clone(),
-                    );
+                    self.event(&pod, "Failed", message.clone());
                     let status = PodStatus {
                         phase: Phase::Failed,
                         ready: false,
@@ -186,6 +209,14 @@ impl Agent {
                 }
                 Err(StartError::Transient(message)) => {
                     tracing::warn!(pod = %key, "start failed, retrying in {backoff:?}: {message}");
+                    self.event(
+                        &pod,
+                        "BackOff",
+                        format!(
+                            "retrying the start in {}: {message}",
+                            humantime::format_duration(backoff)
+                        ),
+                    );
                     let status = PodStatus {
                         phase: Phase::Pending,
                         ready: false,
@@ -200,39 +231,97 @@ impl Agent {
         }
     }
 
-    async fn prepare(&self, pod: &Pod) -> Result<HttpPod, StartError> {
-        if pod.spec.world != World::Http {
-            return Err(StartError::Permanent(
-                "this node does not run command-world pods yet; only world = \"http\" is supported"
-                    .into(),
-            ));
+    /// An http pod takes requests once it is in the pod table and ready.
+    async fn serve_http(&self, key: String, pod: Pod, http: HttpPod) {
+        // Under the lock, so a pod removed meanwhile is not resurrected.
+        {
+            let managed = self.managed();
+            if managed.get(&key).is_none_or(|m| m.uid != pod.metadata.uid) {
+                return;
+            }
+            self.pods.insert(key.clone(), http.clone());
         }
+        let mut status = PodStatus {
+            phase: Phase::Running,
+            ready: self.probe(&pod, &http).await,
+            started_at: Some(now_rfc3339()),
+            last_error: None,
+            reason: None,
+            ..pod.status.clone()
+        };
+        tracing::info!(pod = %key, ready = status.ready, "running");
+        let message = format!(
+            "started on node {} ({})",
+            self.config.name, pod.spec.component
+        );
+        self.event(&pod, "Started", message);
+        self.report(&pod, status.clone()).await;
+        // Not ready yet: keep probing; the pod gets traffic once it answers.
+        while !status.ready {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            status.ready = self.probe(&pod, &http).await;
+            if status.ready {
+                self.report(&pod, status.clone()).await;
+            }
+        }
+    }
+
+    async fn prepare(self: &Arc<Self>, key: &str, pod: &Pod) -> Result<Prepared, StartError> {
         let digest = &pod.spec.component;
         let bytes =
             self.blobs.get(digest).await.map_err(|e| {
                 StartError::Transient(format!("fetching component {digest}: {e:#}"))
             })?;
-        let component = self
-            .runtime
-            .prepare_http(digest, &bytes)
-            .await
-            .map_err(|e| {
-                StartError::Permanent(format!(
-                    "component {digest} cannot run as wasi:http/proxy: {e:#}"
-                ))
-            })?;
-        let settings = PodSettings {
+        let dir = self.scratch_dir(pod);
+        let scratch = ScratchDir::create(dir.clone()).map_err(|e| {
+            StartError::Transient(format!("creating scratch dir {}: {e}", dir.display()))
+        })?;
+        let (_, output) =
+            self.logs
+                .open(key, pod.namespace(), &pod.metadata.name, &pod.metadata.uid);
+        let mut settings = PodSettings {
             env: pod
                 .spec
                 .env
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            args: pod.spec.args.clone(),
             memory_bytes: pod.spec.memory.bytes(),
             timeout: pod.spec.timeout.0,
             outbound: pod.spec.outbound.clone(),
+            scratch: Some(scratch),
+            output: Some(output),
+            on_failure: None,
         };
-        Ok(HttpPod::new(component, settings))
+        let cannot_run = |world: &str, e: crate::runtime::PrepareError| {
+            StartError::Permanent(format!(
+                "component {digest} cannot run as world \"{world}\": {e:#}"
+            ))
+        };
+        match pod.spec.world {
+            World::Http => {
+                let component = self
+                    .runtime
+                    .prepare_http(digest, &bytes)
+                    .await
+                    .map_err(|e| cannot_run("http", e))?;
+                settings.on_failure = Some(failures::reporter(self.clone(), pod));
+                Ok(Prepared::Http(HttpPod::new(component, settings)))
+            }
+            World::Command => {
+                let component = self
+                    .runtime
+                    .prepare_command(digest, &bytes)
+                    .await
+                    .map_err(|e| cannot_run("command", e))?;
+                Ok(Prepared::Command(CommandPod::new(
+                    component,
+                    &pod.metadata.name,
+                    &settings,
+                )))
+            }
+        }
     }
 
     /// Ready means pre-instantiated and, with a `ready_path`, answering it with 2xx.
@@ -253,6 +342,16 @@ impl Agent {
             },
             Err(_) => false,
         }
+    }
+
+    fn event(&self, pod: &Pod, reason: &'static str, message: String) {
+        events::record(
+            &self.client,
+            pod.namespace(),
+            &pod.metadata.name,
+            reason,
+            message,
+        );
     }
 
     /// Writes a pod's status; the agent is its only writer, so no compare-and-swap.

@@ -10,8 +10,10 @@
 //! removed still finishes); it never forwards, which bounds every request to one hop.
 
 pub mod forward;
+pub mod internal;
 pub mod routes;
 
+use crate::logs::NodeLogs;
 use crate::pods::{pod_key, PodTable};
 use crate::runtime::{HandleError, HttpPod};
 use bytes::Bytes;
@@ -26,6 +28,8 @@ use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Turns true when a server should stop taking connections and drain.
+pub type Stop = tokio::sync::watch::Receiver<bool>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 pub struct Proxy {
@@ -34,6 +38,8 @@ pub struct Proxy {
     table: RwLock<Arc<RouteTable>>,
     /// One pooled client to the other nodes.
     forwarder: Forwarder,
+    /// The node's own endpoints (logs), when this node serves them.
+    node_endpoints: Option<(NodeLogs, internal::NodeAccess)>,
 }
 
 /// Which port a connection came in on.
@@ -45,7 +51,7 @@ enum Port {
     Listen,
 }
 
-fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
+pub(crate) fn text(status: StatusCode, message: String) -> Response<ProxyBody> {
     let body = Full::new(Bytes::from(message + "\n"))
         .map_err(|never| match never {})
         .boxed();
@@ -79,6 +85,23 @@ impl Proxy {
             pods,
             table: RwLock::new(Arc::new(RouteTable::default())),
             forwarder: Forwarder::default(),
+            node_endpoints: None,
+        })
+    }
+
+    /// A proxy whose listen port also serves the node's own endpoints (logs).
+    pub fn with_node_endpoints(
+        node: String,
+        pods: PodTable,
+        logs: NodeLogs,
+        access: internal::NodeAccess,
+    ) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            node,
+            pods,
+            table: RwLock::new(Arc::new(RouteTable::default())),
+            forwarder: Forwarder::default(),
+            node_endpoints: Some((logs, access)),
         })
     }
 
@@ -110,22 +133,52 @@ impl Proxy {
 
     /// Serves ingress on `listener` until the task is dropped.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        self.serve_port(listener, Port::Ingress).await
+        self.serve_port(listener, Port::Ingress, None).await
     }
 
     /// Serves requests forwarded by other nodes on `listener` (the node's
     /// `--listen` port) until the task is dropped.
     pub async fn serve_listen(self: Arc<Self>, listener: TcpListener) {
-        self.serve_port(listener, Port::Listen).await
+        self.serve_port(listener, Port::Listen, None).await
     }
 
-    async fn serve_port(self: Arc<Self>, listener: TcpListener, port: Port) {
+    /// [`Proxy::serve`] until `stop` turns true; then takes no new connections
+    /// and returns once the open ones have finished their requests.
+    pub async fn serve_until(self: Arc<Self>, listener: TcpListener, stop: Stop) {
+        self.serve_port(listener, Port::Ingress, Some(stop)).await
+    }
+
+    /// [`Proxy::serve_listen`] until `stop` turns true, then drains like
+    /// [`Proxy::serve_until`].
+    pub async fn serve_listen_until(self: Arc<Self>, listener: TcpListener, stop: Stop) {
+        self.serve_port(listener, Port::Listen, Some(stop)).await
+    }
+
+    async fn serve_port(
+        self: Arc<Self>,
+        listener: TcpListener,
+        port: Port,
+        mut stop: Option<Stop>,
+    ) {
         let what = match port {
             Port::Ingress => "ingress",
             Port::Listen => "listen",
         };
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         loop {
-            let (stream, _) = match listener.accept().await {
+            let stopping = async {
+                match stop.as_mut() {
+                    Some(stop) => drop(stop.wait_for(|stop| *stop).await),
+                    None => std::future::pending().await,
+                }
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stopping => break,
+            };
+            let (stream, _) = match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!("{what} accept failed: {e}");
@@ -135,25 +188,31 @@ impl Proxy {
             };
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move {
+                    Ok::<_, Infallible>(match port {
+                        Port::Ingress => proxy.handle(req).await,
+                        Port::Listen => proxy.handle_forwarded(req).await,
+                    })
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = builder.serve_connection(io, service).into_owned();
+            let connection = graceful.watch(connection);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move {
-                        Ok::<_, Infallible>(match port {
-                            Port::Ingress => proxy.handle(req).await,
-                            Port::Listen => proxy.handle_forwarded(req).await,
-                        })
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let builder = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                );
-                if let Err(e) = builder.serve_connection(io, service).await {
+                if let Err(e) = connection.await {
                     tracing::debug!("{what} connection ended: {e}");
                 }
             });
         }
+        drop(listener);
+        tracing::info!(
+            port = what,
+            open = graceful.count(),
+            "draining: no new connections, finishing requests in flight"
+        );
+        graceful.shutdown().await;
     }
 
     /// An ingress request: routed by Service to any ready endpoint in the cluster.
@@ -287,6 +346,11 @@ impl Proxy {
                 .map(str::to_string)
         };
         let Some(key) = header(POD_HEADER) else {
+            if let Some((logs, access)) = &self.node_endpoints {
+                if req.uri().path().starts_with(internal::PREFIX) {
+                    return internal::handle(&self.node, access, logs, req).await;
+                }
+            }
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(

@@ -5,18 +5,21 @@
 //! thread drives every deadline.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use super::cache::{ArtifactCache, CacheStats};
 use super::state::HostState;
 
 /// Sizes the node's engine. Defaults suit a development node.
@@ -33,6 +36,9 @@ pub struct RuntimeConfig {
     /// How often the epoch advances: the granularity of request deadlines
     /// and how long a guest may run before it yields to other requests.
     pub epoch_tick: Duration,
+    /// Where precompiled components are kept across restarts; `None` keeps
+    /// them in memory only.
+    pub artifact_dir: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -53,6 +59,7 @@ impl Default for RuntimeConfig {
             max_instances: 1000,
             max_memory_per_instance: 1 << 30,
             epoch_tick: Duration::from_millis(10),
+            artifact_dir: None,
         }
     }
 }
@@ -85,6 +92,8 @@ pub enum PrepareError {
     Link(String),
     #[error("the component does not export wasi:http/incoming-handler, so it cannot serve world \"http\" (is it a command? then set world = \"command\"): {0}")]
     NotHttp(String),
+    #[error("the component does not export wasi:cli/run, so it cannot run as world \"command\" (is it an http handler? then set world = \"http\"): {0}")]
+    NotCommand(String),
 }
 
 /// A compiled component, pre-instantiated for `wasi:http/proxy`: imports
@@ -110,6 +119,28 @@ impl std::fmt::Debug for HttpComponent {
     }
 }
 
+/// A compiled component, pre-instantiated for `wasi:cli/command`.
+#[derive(Clone)]
+pub struct CommandComponent {
+    digest: Arc<str>,
+    pub(crate) pre: CommandPre<HostState>,
+}
+
+impl CommandComponent {
+    /// The `sha256:<hex>` digest it was compiled from.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for CommandComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandComponent")
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The node's wasm runtime. Cheap to clone; all clones share one engine.
 #[derive(Clone)]
 pub struct Runtime {
@@ -122,6 +153,7 @@ struct Inner {
     /// Compiled components by digest. A cell per digest, so concurrent
     /// requests for one digest compile it once.
     compiled: Mutex<HashMap<String, Arc<OnceCell<Component>>>>,
+    artifacts: ArtifactCache,
     _ticker: Ticker,
 }
 
@@ -142,12 +174,15 @@ impl Runtime {
         // decides what those imports can actually reach.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        let artifacts = ArtifactCache::new(&engine, config.artifact_dir.clone())
+            .context("creating the compiled-artifact directory")?;
         let ticker = Ticker::start(engine.clone(), config.epoch_tick)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
                 linker,
                 compiled: Mutex::new(HashMap::new()),
+                artifacts,
                 _ticker: ticker,
             }),
         })
@@ -170,6 +205,36 @@ impl Runtime {
         digest: &str,
         wasm: &[u8],
     ) -> Result<HttpComponent, PrepareError> {
+        let (digest, pre) = self.instantiate_pre(digest, wasm).await?;
+        let pre = ProxyPre::new(pre).map_err(|e| PrepareError::NotHttp(format!("{e:#}")))?;
+        Ok(HttpComponent {
+            digest: digest.into(),
+            pre,
+        })
+    }
+
+    /// Compiles `wasm` once per digest, like [`Runtime::prepare_http`], and
+    /// pre-instantiates it for `wasi:cli/command`.
+    pub async fn prepare_command(
+        &self,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<CommandComponent, PrepareError> {
+        let (digest, pre) = self.instantiate_pre(digest, wasm).await?;
+        let pre = CommandPre::new(pre).map_err(|e| PrepareError::NotCommand(format!("{e:#}")))?;
+        Ok(CommandComponent {
+            digest: digest.into(),
+            pre,
+        })
+    }
+
+    /// The component compiled (or loaded) with its imports resolved; the
+    /// world's exports are checked by the caller.
+    async fn instantiate_pre(
+        &self,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<(String, InstancePre<HostState>), PrepareError> {
         let digest = normalise_digest(digest)?;
         let component = self.compile(&digest, wasm).await?;
         let pre = self
@@ -177,11 +242,18 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| PrepareError::Link(format!("{e:#}")))?;
-        let pre = ProxyPre::new(pre).map_err(|e| PrepareError::NotHttp(format!("{e:#}")))?;
-        Ok(HttpComponent {
-            digest: digest.into(),
-            pre,
-        })
+        Ok((digest, pre))
+    }
+
+    /// How the on-disk artifact cache has been used since the node started.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.inner.artifacts.stats()
+    }
+
+    /// Where `digest`'s compiled artifact lives, when there is a cache dir.
+    pub fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let digest = normalise_digest(digest).ok()?;
+        self.inner.artifacts.path_of(&digest)
     }
 
     /// Drops the memoised compilation of `digest`, once no pod needs it.
@@ -201,12 +273,17 @@ impl Runtime {
         let result = cell
             .get_or_try_init(|| async {
                 check_bytes(digest, wasm)?;
-                let engine = self.inner.engine.clone();
+                let runtime = self.clone();
                 let wasm = wasm.to_vec();
                 let digest = digest.to_string();
-                tokio::task::spawn_blocking(move || compile_component(&engine, &digest, &wasm))
-                    .await
-                    .map_err(|e| PrepareError::Compile(format!("compile task failed: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    let inner = &runtime.inner;
+                    inner
+                        .artifacts
+                        .load_or_compile(&inner.engine, &digest, &wasm)
+                })
+                .await
+                .map_err(|e| PrepareError::Compile(format!("compile task failed: {e}")))?
             })
             .await
             .cloned();
@@ -232,22 +309,6 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// The seam for the on-disk artifact cache (DESIGN §9, a later issue): look up
-/// `<data-dir>/artifacts/<digest>` here, check its checksum, load it with
-/// `Component::deserialize_file`, and otherwise compile with
-/// `Engine::precompile_component` and store the artifact before loading it.
-fn compile_component(
-    engine: &Engine,
-    digest: &str,
-    wasm: &[u8],
-) -> Result<Component, PrepareError> {
-    let started = Instant::now();
-    let component =
-        Component::new(engine, wasm).map_err(|e| PrepareError::Compile(format!("{e:#}")))?;
-    tracing::debug!(digest, bytes = wasm.len(), elapsed = ?started.elapsed(), "compiled component");
-    Ok(component)
 }
 
 fn engine_config(config: &RuntimeConfig) -> anyhow::Result<Config> {

@@ -20,7 +20,8 @@ use wasmtime_wasi_http::WasiHttpView as _;
 use super::engine::HttpComponent;
 use super::limits::{MemoryBudget, MemoryRefused};
 use super::outbound::OutboundPolicy;
-use super::state::HostState;
+use super::output::OutputSink;
+use super::state::{HostState, Sandbox, ScratchDir};
 
 /// The guest's response body. It streams: the instance keeps running and
 /// writing it after the head is returned, until it finishes or its deadline.
@@ -73,18 +74,32 @@ impl std::fmt::Debug for ResponseBody {
     }
 }
 
-/// What a pod's manifest says about how its instances run.
-#[derive(Debug, Clone)]
+/// Told about every request a pod failed (trapped, out of memory, ...), so
+/// the agent can record it; called on the request's task, must not block.
+pub type FailureSink = Arc<dyn Fn(&HandleError) + Send + Sync>;
+
+/// What a pod's manifest says about how its instances run, and where their
+/// output and failures go.
+#[derive(Clone)]
 pub struct PodSettings {
     /// Environment variables, in order.
     pub env: Vec<(String, String)>,
+    /// Arguments after the program name (command pods).
+    pub args: Vec<String>,
     /// Linear memory all of the pod's live instances may hold together.
     pub memory_bytes: u64,
-    /// Per-request deadline: from the call to `handle` until the instance
-    /// has finished (the response body included).
+    /// Per-request deadline (http pods): from the call to `handle` until the
+    /// instance has finished (the response body included).
     pub timeout: Duration,
     /// Outbound HTTP allow-list: `host[:port]` or `*.suffix[:port]`.
     pub outbound: Vec<String>,
+    /// The pod's scratch directory, seen by the guest at `/tmp`; removed
+    /// once the pod and its last request are gone.
+    pub scratch: Option<Arc<ScratchDir>>,
+    /// Where stdout and stderr go; discarded without one.
+    pub output: Option<Arc<dyn OutputSink>>,
+    /// Told about failed requests (http pods).
+    pub on_failure: Option<FailureSink>,
 }
 
 impl Default for PodSettings {
@@ -92,9 +107,39 @@ impl Default for PodSettings {
     fn default() -> Self {
         PodSettings {
             env: Vec::new(),
+            args: Vec::new(),
             memory_bytes: 64 << 20,
             timeout: Duration::from_secs(30),
             outbound: Vec::new(),
+            scratch: None,
+            output: None,
+            on_failure: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PodSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PodSettings")
+            .field("memory_bytes", &self.memory_bytes)
+            .field("timeout", &self.timeout)
+            .field("outbound", &self.outbound)
+            .field("scratch", &self.scratch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PodSettings {
+    /// What the pod's instances may reach. Invalid `outbound` patterns (which
+    /// validation should have caught) are logged and allow nothing.
+    pub(crate) fn sandbox(&self, program: &str) -> Sandbox {
+        Sandbox {
+            env: self.env.clone(),
+            args: self.args.clone(),
+            outbound: Arc::new(OutboundPolicy::lenient(&self.outbound)),
+            scratch: self.scratch.clone(),
+            output: self.output.clone(),
+            program: program.to_string(),
         }
     }
 }
@@ -148,24 +193,23 @@ pub struct HttpPod {
 struct PodInner {
     pre: ProxyPre<HostState>,
     digest: String,
-    env: Vec<(String, String)>,
+    sandbox: Sandbox,
     timeout: Duration,
     budget: MemoryBudget,
-    policy: Arc<OutboundPolicy>,
+    on_failure: Option<FailureSink>,
 }
 
 impl HttpPod {
-    /// A pod ready to serve. Invalid `outbound` patterns (which validation
-    /// should have caught) are logged and allow nothing.
+    /// A pod ready to serve.
     pub fn new(component: HttpComponent, settings: PodSettings) -> HttpPod {
         HttpPod {
             inner: Arc::new(PodInner {
                 digest: component.digest().to_string(),
                 pre: component.pre,
-                env: settings.env,
+                sandbox: settings.sandbox(""),
                 timeout: settings.timeout,
                 budget: MemoryBudget::new(settings.memory_bytes),
-                policy: Arc::new(OutboundPolicy::lenient(&settings.outbound)),
+                on_failure: settings.on_failure,
             }),
         }
     }
@@ -200,8 +244,23 @@ impl HttpPod {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let result = self.serve(req).await;
+        if let (Err(e), Some(sink)) = (&result, &self.inner.on_failure) {
+            sink(e);
+        }
+        result
+    }
+
+    async fn serve<B>(
+        &self,
+        req: hyper::Request<B>,
+    ) -> Result<hyper::Response<ResponseBody>, HandleError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let deadline = Instant::now() + self.inner.timeout;
-        let mut store = self.new_store(deadline);
+        let mut store = self.new_store(deadline)?;
 
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
             return Err(HandleError::BadRequest(
@@ -274,9 +333,10 @@ impl HttpPod {
         }
     }
 
-    fn new_store(&self, deadline: Instant) -> Store<HostState> {
+    fn new_store(&self, deadline: Instant) -> Result<Store<HostState>, HandleError> {
         let inner = &self.inner;
-        let state = HostState::new(&inner.env, inner.policy.clone(), inner.budget.clone());
+        let state = HostState::new(&inner.sandbox, inner.budget.clone())
+            .map_err(|e| HandleError::Unavailable(format!("preparing the sandbox: {e}")))?;
         let mut store = Store::new(inner.pre.engine(), state);
         store.limiter(|state| &mut state.limiter);
         // Check in on every epoch tick: yield so other requests run, and
@@ -291,7 +351,7 @@ impl HttpPod {
                 UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
             })
         });
-        store
+        Ok(store)
     }
 }
 

@@ -1,28 +1,42 @@
 //! The wasmtime runtime: turns component bytes into running pods.
 //!
 //! One [`Runtime`] per node holds the one `Engine` (pooling allocator, epoch
-//! interruption) and the one `Linker` (WASI p2 + wasi:http). The agent asks
-//! it to [`Runtime::prepare_http`] a component by digest, wraps the result in
-//! an [`HttpPod`] with the pod's settings, and the proxy calls
-//! [`HttpPod::handle`] once per request.
+//! interruption), the one `Linker` (WASI p2 + wasi:http) and the on-disk
+//! cache of compiled components. The agent asks it to
+//! [`Runtime::prepare_http`] or [`Runtime::prepare_command`] a component by
+//! digest and wraps the result with the pod's settings: the proxy calls
+//! [`HttpPod::handle`] once per request; the agent calls [`CommandPod::run`]
+//! once per run of a command.
 //!
 //! Invariants:
 //! - every request runs in a fresh instance in a fresh `Store`; nothing a
 //!   guest does survives its request;
-//! - a pod's live instances together stay within its memory budget, and no
-//!   instance runs past its request's deadline;
-//! - a guest gets no sockets, no files, and outbound HTTP only to the
-//!   authorities its pod lists.
+//! - a pod's live instances together stay within its memory budget, no
+//!   request runs past its deadline, and every guest yields on each epoch
+//!   tick, so no pod starves another;
+//! - a guest gets no sockets, no files but its pod's scratch directory, and
+//!   outbound HTTP only to the authorities its pod lists;
+//! - a compiled artifact is loaded only if its checksum holds (the one
+//!   `unsafe` in reef, in `cache.rs`).
 //!
 //! The runtime knows nothing of the API, the store or routing: it is given
 //! bytes and settings, and answers requests.
 
+mod cache;
+mod command;
 mod engine;
 mod http;
 mod limits;
 mod outbound;
+mod output;
 mod state;
 
-pub use engine::{digest_of, HttpComponent, PrepareError, Runtime, RuntimeConfig};
-pub use http::{HandleError, HttpPod, PodSettings, ResponseBody};
+pub use cache::CacheStats;
+pub use command::{CommandPod, Exit};
+pub use engine::{
+    digest_of, CommandComponent, HttpComponent, PrepareError, Runtime, RuntimeConfig,
+};
+pub use http::{FailureSink, HandleError, HttpPod, PodSettings, ResponseBody};
 pub use outbound::{InvalidPattern, OutboundPolicy};
+pub use output::{OutputSink, Stream};
+pub use state::{ScratchDir, SCRATCH_GUEST_PATH};

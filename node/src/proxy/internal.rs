@@ -1,0 +1,131 @@
+//! The node's own endpoints on its `--listen` port, for the control plane:
+//! `GET /_reef/logs/{namespace}/{pod}?uid=U&follow=0|1&previous=0|1`.
+//!
+//! Callers show the cluster's node-access secret (the API server does, after
+//! authorising its own caller); the node fetches that secret from the API
+//! with its join token and refreshes it now and then.
+
+use super::{text, ProxyBody};
+use crate::logs::NodeLogs;
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::{Request, Response, StatusCode};
+use reef_api::Client;
+use sha2::{Digest as _, Sha256};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Paths under this prefix are the node's own, not a pod's.
+pub const PREFIX: &str = "/_reef/";
+
+/// The secret callers of the node's own endpoints must show.
+#[derive(Clone, Default)]
+pub struct NodeAccess {
+    secret: Arc<RwLock<Option<String>>>,
+}
+
+impl NodeAccess {
+    fn get(&self) -> Option<String> {
+        self.secret
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set(&self, secret: String) {
+        *self.secret.write().unwrap_or_else(|e| e.into_inner()) = Some(secret);
+    }
+
+    /// Fetches the secret, retrying until it succeeds, then refreshes it
+    /// every few minutes; runs until the task ends.
+    pub async fn keep_fetched(self, client: Client) {
+        loop {
+            let wait = match client.node_access().await {
+                Ok(secret) => {
+                    self.set(secret);
+                    Duration::from_secs(300)
+                }
+                Err(e) => {
+                    tracing::debug!("node-access secret not fetched yet: {e}");
+                    Duration::from_secs(2)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Compares hashes, so the time taken says nothing about the secret.
+    fn admits<B>(&self, req: &Request<B>) -> bool {
+        let Some(secret) = self.get() else {
+            return false;
+        };
+        let shown = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        Sha256::digest(shown.as_bytes()) == Sha256::digest(secret.as_bytes())
+    }
+}
+
+/// Serves one request for the node's own endpoints.
+pub async fn handle<B>(
+    node: &str,
+    access: &NodeAccess,
+    logs: &NodeLogs,
+    req: Request<B>,
+) -> Response<ProxyBody> {
+    if !access.admits(&req) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            format!("reef: node {node}: missing or wrong node-access secret"),
+        );
+    }
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("");
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let parts: Vec<&str> = path.trim_start_matches(PREFIX).split('/').collect();
+    let ["logs", namespace, pod] = parts.as_slice() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("reef: node {node} has no endpoint {path}"),
+        );
+    };
+    let key = crate::pods::pod_key(namespace, pod);
+    let log = logs
+        .get(&key)
+        .filter(|log| param("uid").is_none_or(|uid| uid == log.uid));
+    let Some(log) = log else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("reef: pod {key} has no logs on node {node} (not started here yet, or gone)"),
+        );
+    };
+    let flag = |name: &str| param(name).is_some_and(|v| v == "1" || v == "true");
+    // Relayed through a channel: the body type must be Sync, the log's stream is
+    // not. The task ends when the reader hangs up or the stream does.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let mut stream = Box::pin(log.stream(flag("previous"), flag("follow")));
+    tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            if tx.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        .map(|chunk: Bytes| Ok::<_, super::BoxError>(Frame::data(chunk)));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
