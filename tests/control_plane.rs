@@ -178,6 +178,39 @@ async fn leader_killed_under_writes_loses_nothing_and_pods_keep_serving() {
         "requests failed while the control plane lost its leader ({ok} ok)"
     );
 
+    // The new leader's controllers took over from the store: the deployment has
+    // exactly its 2 pods (nothing created twice), and a pod deleted now is replaced.
+    let client = cp.client();
+    let hello_pods = || async {
+        let list = client.list(Kind::Pod, Some("default"), &[]).await.ok()?;
+        let names: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.name.starts_with("hello-"))
+            .map(|p| p.metadata.name.clone())
+            .collect();
+        Some(names)
+    };
+    let before = hello_pods().await.expect("pods");
+    assert_eq!(before.len(), 2, "after the failover: {before:?}");
+    client
+        .delete(Kind::Pod, Some("default"), &before[0])
+        .await
+        .expect("delete a pod");
+    let after = eventually(
+        "the new leader to replace the deleted pod",
+        SLOW,
+        || async {
+            let names = hello_pods().await?;
+            (names.len() == 2 && !names.contains(&before[0])).then_some(names)
+        },
+    )
+    .await;
+    assert!(
+        after.contains(&before[1]),
+        "the other pod was kept: {after:?}"
+    );
+
     // The killed member comes back as a follower with everything.
     cp.launch(leader);
     cp.wait_ready(leader).await;

@@ -28,6 +28,8 @@ pub struct NodeHandle {
     pub listen: Option<SocketAddr>,
     pub pods: PodTable,
     pub runtime: Runtime,
+    agent: Arc<Agent>,
+    logs: NodeLogs,
     stop: tokio::sync::watch::Sender<bool>,
     /// The ingress and listen servers, which drain on `stop`.
     servers: Vec<tokio::task::JoinHandle<()>>,
@@ -35,17 +37,20 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Stops at once: requests in flight are cut off.
+    /// Stops at once: requests in flight are cut off, command pods stopped.
     pub fn shutdown(self) {
+        self.agent.stop_all();
         for task in self.servers.into_iter().chain(self.tasks) {
             task.abort();
         }
     }
 
     /// Takes no new connections, lets requests in flight finish (for up to
-    /// `grace`), then stops everything, command pods included.
+    /// `grace`), then stops everything, command pods included. Log followers
+    /// are told to finish at once.
     pub async fn drain(mut self, grace: Duration) {
         let _ = self.stop.send(true);
+        self.logs.finish_all();
         let drained = {
             let servers = futures::future::join_all(self.servers.iter_mut());
             tokio::time::timeout(grace, servers).await.is_ok()
@@ -78,9 +83,15 @@ pub fn start_with_listen(
     let ingress = config.ingress.local_addr()?;
     let listen_addr = listen.as_ref().map(|l| l.local_addr()).transpose()?;
     let data_dir = config.agent.data_dir.clone();
+    let capacity = config.agent.capacity;
     let runtime = Runtime::new(RuntimeConfig {
         artifact_dir: Some(data_dir.join("artifacts")),
-        ..RuntimeConfig::for_pods(config.agent.capacity.pods)
+        // No instance may hold more memory than the node offers in all.
+        max_memory_per_instance: capacity
+            .memory
+            .bytes()
+            .clamp(64 << 10, RuntimeConfig::default().max_memory_per_instance),
+        ..RuntimeConfig::for_pods(capacity.pods)
     })?;
     let pods = PodTable::default();
     let logs = NodeLogs::new(data_dir.join("logs"), config.logs);
@@ -109,8 +120,8 @@ pub fn start_with_listen(
     }
     let tasks = vec![
         proxy.spawn_route_sync(client.clone()),
-        tokio::spawn(agent.run()),
-        tokio::spawn(logs.flush_forever()),
+        tokio::spawn(agent.clone().run()),
+        tokio::spawn(logs.clone().flush_forever()),
         tokio::spawn(access.keep_fetched(client)),
         // Retired pods whose grace ran out while routes did not change.
         tokio::spawn({
@@ -129,6 +140,8 @@ pub fn start_with_listen(
         listen: listen_addr,
         pods,
         runtime,
+        agent,
+        logs,
         stop,
         servers,
         tasks,

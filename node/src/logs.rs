@@ -2,14 +2,14 @@
 //! (what `reef logs -f` follows) and a size-capped file per run under
 //! `DATA_DIR/logs/` (what survives a node restart and what `--previous` reads).
 //!
-//! Writes come from guests and never block them: they land in the ring and a
-//! pending buffer, and one flusher task per node appends pending bytes to the
-//! files a few times a second, opening each file only for that append, so
-//! thousands of quiet pods hold no file descriptors. A pod that writes faster
-//! than the disk takes loses the excess, marked in its log, not its node's
-//! memory. Each run's file is capped: past the cap it rotates once (`.1`),
-//! so a pod's logs use at most four times the cap on disk (two runs, two
-//! files each).
+//! Writes come from guests and never wait for the disk: they land in the ring
+//! and a pending buffer under a short lock, and one flusher task per node
+//! appends pending bytes to the files a few times a second, opening each file
+//! only for that append, so thousands of quiet pods hold no file descriptors.
+//! A pod that writes faster than that loses the excess, marked in its log,
+//! not its node's memory. Each run's file is capped: past the cap it rotates
+//! once (`.1`), so a pod's logs use at most four times the cap on disk (two
+//! runs, two files each).
 
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -21,10 +21,11 @@ use tokio::sync::watch;
 
 use crate::runtime::{OutputSink, Stream};
 
-/// Bytes of recent output each pod keeps in memory for followers.
-const RING_BYTES: usize = 256 << 10;
+/// Bytes of recent output each pod keeps in memory for followers. Allocated
+/// as written: a quiet pod's ring costs nothing.
+const RING_BYTES: usize = 64 << 10;
 /// Bytes waiting for the flusher beyond which new output is dropped.
-const PENDING_BYTES: usize = 1 << 20;
+const PENDING_BYTES: usize = 256 << 10;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 const CURRENT: &str = "current.log";
@@ -57,6 +58,7 @@ struct Position {
     written: u64,
 }
 
+/// What writers and followers share; held only for memory operations.
 #[derive(Default)]
 struct LogState {
     /// The last `RING_BYTES` bytes of the current run.
@@ -66,15 +68,30 @@ struct LogState {
     pending: Vec<u8>,
     /// Bytes dropped since the last flush because `pending` was full.
     dropped: u64,
-    /// Size of the current file.
-    file_bytes: u64,
-    /// The pod is gone from this node.
-    ended: bool,
+    /// No more output will come (the run ended for good, or the node stops):
+    /// followers finish.
+    finished: bool,
+    /// The pod is gone from this node, and so are its files.
+    removed: bool,
 }
 
 impl LogState {
     fn ring_start(&self) -> u64 {
         self.position.written - self.ring.len() as u64
+    }
+
+    /// Takes what the flusher should write, with a note for dropped output.
+    fn take_pending(&mut self) -> Vec<u8> {
+        let mut bytes = std::mem::take(&mut self.pending);
+        if self.dropped > 0 {
+            let note = format!(
+                "\n[reef: {} bytes of output dropped: written faster than they could be stored]\n",
+                self.dropped
+            );
+            bytes.extend_from_slice(note.as_bytes());
+            self.dropped = 0;
+        }
+        bytes
     }
 }
 
@@ -85,16 +102,22 @@ pub struct PodLog {
     dir: PathBuf,
     limits: LogLimits,
     state: Mutex<LogState>,
+    /// Serialises file work (appends, rotation, reads) and holds the current
+    /// file's size; never taken while holding `state`'s lock for long.
+    files: Mutex<u64>,
     changed: watch::Sender<Position>,
 }
 
 impl PodLog {
     fn new(uid: String, dir: PathBuf, limits: LogLimits) -> PodLog {
+        // A node restarted: the current file may hold output already.
+        let file_bytes = std::fs::metadata(dir.join(CURRENT)).map_or(0, |m| m.len());
         PodLog {
             uid,
             dir,
             limits,
             state: Mutex::new(LogState::default()),
+            files: Mutex::new(file_bytes),
             changed: watch::channel(Position::default()).0,
         }
     }
@@ -104,15 +127,23 @@ impl PodLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn files(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A run starts: what the last run wrote becomes the previous log (also
     /// after a node restart, when the files are all that is left of it).
     pub fn start_run(&self) {
-        let mut state = self.state();
-        self.flush_locked(&mut state);
-        let current = self.dir.join(CURRENT);
-        let had_output =
-            state.position.written > 0 || std::fs::metadata(&current).is_ok_and(|m| m.len() > 0);
-        if had_output {
+        let mut file_bytes = self.files();
+        let (bytes, removed) = {
+            let mut state = self.state();
+            (state.take_pending(), state.removed)
+        };
+        if removed {
+            return;
+        }
+        self.append_to_file(&mut file_bytes, &bytes);
+        if *file_bytes > 0 {
             for (from, to) in [
                 (rotated(CURRENT), rotated(PREVIOUS)),
                 (CURRENT.into(), PREVIOUS.into()),
@@ -122,6 +153,8 @@ impl PodLog {
                 let _ = std::fs::rename(&from, &to);
             }
         }
+        *file_bytes = 0;
+        let mut state = self.state();
         let run = state.position.run + 1;
         *state = LogState {
             position: Position { run, written: 0 },
@@ -143,52 +176,51 @@ impl PodLog {
         self.changed.send_replace(state.position);
     }
 
-    /// Appends pending output to the current file, rotating it past the cap.
-    fn flush(&self) {
-        let mut state = self.state();
-        self.flush_locked(&mut state);
+    /// Appends pending output to the current file; returns the position the
+    /// file now reaches.
+    fn flush(&self) -> Position {
+        let mut file_bytes = self.files();
+        let (bytes, position, removed) = {
+            let mut state = self.state();
+            (state.take_pending(), state.position, state.removed)
+        };
+        if !removed {
+            self.append_to_file(&mut file_bytes, &bytes);
+        }
+        position
     }
 
-    fn flush_locked(&self, state: &mut LogState) {
-        if state.ended {
-            // The pod is gone and so are its files; late output goes nowhere.
-            state.pending.clear();
+    /// Appends `bytes` (the last `file_bytes` cap of them at most), rotating
+    /// the file first if they would take it past the cap. Under `files`.
+    fn append_to_file(&self, file_bytes: &mut u64, bytes: &[u8]) {
+        if bytes.is_empty() {
             return;
         }
-        if state.pending.is_empty() && state.dropped == 0 {
-            return;
-        }
-        let mut bytes = std::mem::take(&mut state.pending);
-        if state.dropped > 0 {
-            let note = format!(
-                "\n[reef: {} bytes of output dropped: written faster than they could be stored]\n",
-                state.dropped
-            );
-            bytes.extend_from_slice(note.as_bytes());
-            state.dropped = 0;
-        }
-        if state.file_bytes + bytes.len() as u64 > self.limits.file_bytes && state.file_bytes > 0 {
+        let cap = self.limits.file_bytes.max(1);
+        let bytes = &bytes[bytes.len().saturating_sub(cap as usize)..];
+        if *file_bytes + bytes.len() as u64 > cap && *file_bytes > 0 {
             let _ = std::fs::rename(self.dir.join(CURRENT), self.dir.join(rotated(CURRENT)));
-            state.file_bytes = 0;
+            *file_bytes = 0;
         }
         let written = std::fs::create_dir_all(&self.dir).and_then(|()| {
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(self.dir.join(CURRENT))?;
-            file.write_all(&bytes)
+            file.write_all(bytes)
         });
         match written {
-            Ok(()) => state.file_bytes += bytes.len() as u64,
+            Ok(()) => *file_bytes += bytes.len() as u64,
             Err(e) => tracing::warn!(dir = %self.dir.display(), "cannot write pod log: {e}"),
         }
     }
 
     /// Everything the current run (or, with `previous`, the run before) wrote
-    /// that is still kept, and the position to follow from.
+    /// that is still kept, and the position to follow from. Blocking.
     fn read(&self, previous: bool) -> (Vec<u8>, Position) {
-        let mut state = self.state();
-        self.flush_locked(&mut state);
+        let position = self.flush();
+        // Appends wait while the files are read, so what is read ends at `position`.
+        let _files = self.files();
         let name = if previous { PREVIOUS } else { CURRENT };
         let mut bytes = Vec::new();
         for file in [rotated(name), name.to_string()] {
@@ -196,12 +228,12 @@ impl PodLog {
                 bytes.extend_from_slice(&content);
             }
         }
-        (bytes, state.position)
+        (bytes, position)
     }
 
     /// Output after `from`: the rest of the same run, or a new run from its
     /// start; with a note if the ring no longer holds all of it.
-    fn since(&self, from: Position) -> (Vec<u8>, Position) {
+    fn since(&self, from: Position) -> (Vec<u8>, Position, bool) {
         let state = self.state();
         let start = if state.position.run == from.run {
             from.written
@@ -222,11 +254,12 @@ impl PodLog {
         }
         let skip = start.saturating_sub(ring_start) as usize;
         bytes.extend(state.ring.iter().skip(skip));
-        (bytes, state.position)
+        (bytes, state.position, state.finished || state.removed)
     }
 
     /// The kept output, then (if `follow`) everything written after it as it
-    /// comes, until the pod's logs are removed or the reader goes away.
+    /// comes, until no more output will come or the reader goes away. Reads
+    /// the files first: call off the async threads or accept a short block.
     pub fn stream(
         self: &Arc<Self>,
         previous: bool,
@@ -251,12 +284,12 @@ impl PodLog {
                 // Marked seen before reading, so `changed` fires for anything
                 // written after this read.
                 reader.changes.borrow_and_update();
-                let (bytes, next) = reader.log.since(reader.position);
+                let (bytes, next, done) = reader.log.since(reader.position);
                 reader.position = next;
                 if !bytes.is_empty() {
                     return Some((Bytes::from(bytes), reader));
                 }
-                if reader.log.state().ended {
+                if done {
                     return None;
                 }
                 reader.changes.changed().await.ok()?;
@@ -264,10 +297,18 @@ impl PodLog {
         })
     }
 
-    /// No more output will come: followers finish.
-    fn end(&self) {
+    /// No more output will come (until a new run starts): followers finish.
+    pub fn finish(&self) {
         let mut state = self.state();
-        state.ended = true;
+        state.finished = true;
+        self.changed.send_replace(state.position);
+    }
+
+    /// The pod is gone: followers finish and nothing more is written.
+    fn remove(&self) {
+        let mut state = self.state();
+        state.removed = true;
+        state.pending.clear();
         self.changed.send_replace(state.position);
     }
 }
@@ -325,14 +366,19 @@ impl NodeLogs {
         name: &str,
         uid: &str,
     ) -> (Arc<PodLog>, Arc<dyn OutputSink>) {
-        let log = self
-            .pods()
-            .entry(key.to_string())
-            .or_insert_with(|| {
-                let dir = self.dir_of(namespace, name, uid);
-                Arc::new(PodLog::new(uid.to_string(), dir, self.limits))
-            })
-            .clone();
+        let log = {
+            let mut pods = self.pods();
+            match pods.get(key) {
+                Some(log) if log.uid == uid => log.clone(),
+                // New, or a new pod object under an old name.
+                _ => {
+                    let dir = self.dir_of(namespace, name, uid);
+                    let log = Arc::new(PodLog::new(uid.to_string(), dir, self.limits));
+                    pods.insert(key.to_string(), log.clone());
+                    log
+                }
+            }
+        };
         (log.clone(), Arc::new(Sink(log)))
     }
 
@@ -342,9 +388,19 @@ impl NodeLogs {
 
     /// Forgets a pod's logs and deletes their files (the pod is gone).
     pub fn remove(&self, key: &str) {
-        if let Some(log) = self.pods().remove(key) {
-            log.end();
+        let log = self.pods().remove(key);
+        if let Some(log) = log {
+            log.remove();
+            let _files = log.files();
             remove_dir(&log.dir);
+        }
+    }
+
+    /// The node stops: every follower finishes.
+    pub fn finish_all(&self) {
+        let logs: Vec<Arc<PodLog>> = self.pods().values().cloned().collect();
+        for log in logs {
+            log.finish();
         }
     }
 
@@ -465,7 +521,7 @@ mod tests {
             next.contains("restarted") && next.ends_with("c\n"),
             "{next}"
         );
-        log.end();
+        log.finish();
         assert_eq!(stream.next().await, None);
     }
 
@@ -476,7 +532,7 @@ mod tests {
         log.start_run();
         let (_, from) = log.read(false);
         log.append(&vec![b'x'; RING_BYTES + 10]);
-        let (bytes, _) = log.since(from);
+        let (bytes, _, _) = log.since(from);
         assert!(text(&bytes[..80]).contains("10 bytes skipped"));
         assert!(bytes.len() > RING_BYTES);
     }

@@ -63,6 +63,8 @@ pub struct Cluster {
     extra: Vec<String>,
     pub api: String,
     pub ingress: String,
+    /// The node's own port (logs, forwarded requests).
+    pub listen: String,
     http: reqwest::Client,
 }
 
@@ -89,6 +91,7 @@ impl Cluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             api: String::new(),
             ingress: String::new(),
+            listen: String::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -148,6 +151,9 @@ impl Cluster {
             }
             if let Some(ingress) = part.strip_prefix("ingress=") {
                 self.ingress = ingress.to_string();
+            }
+            if let Some(listen) = part.strip_prefix("listen=") {
+                self.listen = listen.to_string();
             }
         }
         assert!(
@@ -214,6 +220,18 @@ impl Cluster {
     pub fn get_json(&self, kind: &str) -> serde_json::Value {
         let out = self.reef_ok(&["get", kind, "-o", "json"]);
         serde_json::from_str(&out).expect("reef get -o json prints JSON")
+    }
+
+    /// GET on the API with the admin token, as JSON.
+    pub async fn api_json(&self, path: &str) -> Option<serde_json::Value> {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.api))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
     }
 
     /// A GET through the node proxy with a Host header: (status, body).

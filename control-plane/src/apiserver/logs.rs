@@ -6,7 +6,7 @@
 //! join token and which no other API accepts: a leaked one reads logs, nothing
 //! more.
 
-use super::auth::new_token;
+use super::auth::{new_token, Role};
 use super::error::{ApiFailure, ApiResult};
 use super::objects::{authorize, linearizable, Action};
 use super::{ApiState, Caller};
@@ -62,8 +62,10 @@ pub async fn node_access(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
 ) -> ApiResult<Response> {
-    // Both roles there are may read it; tenant roles, when they come, may not.
-    let _ = caller.role;
+    // Exhaustive on purpose: a new role must decide whether it may see this.
+    match caller.role {
+        Role::Admin | Role::Node => {}
+    }
     linearizable(&state).await?;
     let secret = node_access_secret(&state).await?;
     Ok(Json(NodeAccess { secret }).into_response())
@@ -97,9 +99,10 @@ pub async fn pod_log(
         .typed::<PodSpec, PodStatus>()
         .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
     let Some(node_name) = pod.spec.node.clone() else {
-        return Err(ApiFailure(RegistryError::BadRequest(format!(
-            "pod {namespace}/{name} is not bound to a node yet: it has no logs"
-        ))));
+        return Ok(gateway(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{name} is not bound to a node yet: it has no logs"),
+        ));
     };
     let node: Node = state
         .registry
@@ -107,8 +110,9 @@ pub async fn pod_log(
         .typed::<NodeSpec, NodeStatus>()
         .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
     if node.spec.address.is_empty() {
+        // Not 503: that would make clients try other members, which know no better.
         return Ok(gateway(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::BAD_GATEWAY,
             format!("node {node_name} publishes no address to fetch logs from"),
         ));
     }
@@ -138,7 +142,11 @@ pub async fn pod_log(
             ))
         }
     };
-    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = match answer.status().as_u16() {
+        // The node refused this member's credentials: not the caller's fault.
+        401 | 403 => StatusCode::BAD_GATEWAY,
+        code => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+    };
     if !status.is_success() {
         let text = answer.text().await.unwrap_or_default();
         return Ok(gateway(

@@ -88,6 +88,8 @@ pub(super) async fn run(agent: &Arc<Agent>, key: &str, pod: Pod, command: Comman
             };
             status.reason = Some(reason.to_string());
             agent.report(&pod, status).await;
+            // `reef logs -f` ends here: no run will follow.
+            log.finish();
             return;
         }
         let delay = agent.config.backoff.next(wait, ran);

@@ -4,10 +4,16 @@
 use reef_api::events::{event_name, event_object, fold, Occurrence};
 use reef_api::{Client, EventSpec, Kind, Object, ObjectRef};
 
+/// Event writes in flight at once: a node starting thousands of pods writes
+/// their events steadily, not all in the same instant.
+static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+
 /// Records an event in the background.
 pub fn record(client: &Client, namespace: &str, pod: &str, reason: &'static str, message: String) {
     let (client, namespace, pod) = (client.clone(), namespace.to_string(), pod.to_string());
     tokio::spawn(async move {
+        // Never closed, so acquiring cannot fail.
+        let _permit = WRITING.acquire().await;
         if let Err(e) = write(&client, &namespace, &pod, reason, &message).await {
             tracing::debug!(%pod, reason, "event not recorded: {e}");
         }

@@ -37,13 +37,14 @@ pub(super) fn reporter(agent: Arc<Agent>, pod: &Pod) -> FailureSink {
     let pending = Arc::new(Pending::default());
     let (wake, mut woken) = tokio::sync::mpsc::channel::<()>(1);
     let (namespace, name) = (pod.namespace().to_string(), pod.metadata.name.clone());
+    let uid = pod.metadata.uid.clone();
     let shared = pending.clone();
     tokio::spawn(async move {
         while woken.recv().await.is_some() {
             let count = shared.count.swap(0, Ordering::AcqRel);
             let last = shared.last.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some((reason, message)) = last {
-                record(&agent, &namespace, &name, reason, &message, count).await;
+                record(&agent, &namespace, &name, &uid, reason, &message, count).await;
             }
             tokio::time::sleep(QUIET).await;
         }
@@ -63,6 +64,7 @@ async fn record(
     agent: &Agent,
     namespace: &str,
     name: &str,
+    uid: &str,
     reason: &'static str,
     message: &str,
     count: u64,
@@ -82,6 +84,10 @@ async fn record(
     let Ok(pod) = raw.typed::<reef_api::PodSpec, PodStatus>() else {
         return;
     };
+    if pod.metadata.uid != uid {
+        // A new pod under the same name: not the one that failed.
+        return;
+    }
     let status = PodStatus {
         last_error: Some(message.to_string()),
         reason: Some(reason.to_string()),

@@ -41,11 +41,12 @@ pub struct AgentConfig {
     pub backoff: Backoff,
 }
 
-/// A pod this agent has taken on: the task running it, and which object it is.
+/// A pod this agent has taken on: the task running it (none for a pod that had
+/// already finished when this agent found it), and which object it is.
 struct Managed {
     uid: String,
     digest: String,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Agent {
@@ -58,7 +59,14 @@ pub struct Agent {
     managed: Mutex<HashMap<String, Managed>>,
     /// Whether leftovers of pods removed while the node was down were swept.
     swept: std::sync::atomic::AtomicBool,
+    lease: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
+
+/// Pods being prepared at once (blob fetch, compile): thousands bound in one
+/// batch must not mean thousands of fetches and compiles at the same moment.
+static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
+/// Status writes in flight at once, for the same reason.
+static REPORTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 
 /// A pod ready to run.
 enum Prepared {
@@ -91,12 +99,14 @@ impl Agent {
             blobs,
             managed: Mutex::new(HashMap::new()),
             swept: Default::default(),
+            lease: Mutex::new(None),
         })
     }
 
     /// Runs the lease and the pod sync until the process ends.
     pub async fn run(self: Arc<Self>) {
-        tokio::spawn(lease::keep_alive(self.client.clone(), self.config.clone()));
+        let lease = tokio::spawn(lease::keep_alive(self.client.clone(), self.config.clone()));
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         let agent = self.clone();
         let query = vec![("node".to_string(), self.config.name.clone())];
         reflect(self.client.clone(), Kind::Pod, query, move |mirror| {
@@ -107,6 +117,20 @@ impl Agent {
 
     fn managed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Managed>> {
         self.managed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node stops: every pod's task ends (command runs included), and so
+    /// does the lease.
+    pub fn stop_all(&self) {
+        for managed in self.managed().values() {
+            if let Some(task) = &managed.task {
+                task.abort();
+            }
+        }
+        if let Some(lease) = self.lease.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            lease.abort();
+        }
+        self.logs.finish_all();
     }
 
     fn scratch_root(&self) -> PathBuf {
@@ -120,7 +144,9 @@ impl Agent {
             .join(format!("{}_{}", pod.metadata.name, pod.metadata.uid))
     }
 
-    /// Starts pods that are bound here and not yet managed; stops those that are gone.
+    /// Starts pods that are bound here and not yet managed; stops those that are
+    /// gone. A pod that has finished (Succeeded or Failed) is not started again,
+    /// also not after a node restart; its logs stay readable.
     fn sync(self: &Arc<Self>, mirror: &Mirror) {
         let mut managed = self.managed();
         let wanted: HashMap<String, Pod> = mirror
@@ -159,11 +185,33 @@ impl Agent {
             if managed.contains_key(&key) {
                 continue;
             }
-            let agent = self.clone();
             let uid = pod.metadata.uid.clone();
             let digest = pod.spec.component.clone();
+            if matches!(pod.status.phase, Phase::Succeeded | Phase::Failed) {
+                let (log, _) = self
+                    .logs
+                    .open(&key, pod.namespace(), &pod.metadata.name, &uid);
+                log.finish();
+                managed.insert(
+                    key,
+                    Managed {
+                        uid,
+                        digest,
+                        task: None,
+                    },
+                );
+                continue;
+            }
+            let agent = self.clone();
             let task = tokio::spawn(async move { agent.start(key_for(&pod), pod).await });
-            managed.insert(key, Managed { uid, digest, task });
+            managed.insert(
+                key,
+                Managed {
+                    uid,
+                    digest,
+                    task: Some(task),
+                },
+            );
         }
     }
 
@@ -171,7 +219,9 @@ impl Agent {
     /// goes with the last request still running in it (a retired http pod
     /// finishes what was routed to it).
     fn stop(&self, key: &str, managed: &Managed) {
-        managed.task.abort();
+        if let Some(task) = &managed.task {
+            task.abort();
+        }
         let was_serving = self.pods.retire(key);
         let had_logs = self.logs.get(key).is_some();
         self.logs.remove(key);
@@ -189,7 +239,12 @@ impl Agent {
     async fn start(self: Arc<Self>, key: String, pod: Pod) {
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.prepare(&key, &pod).await {
+            let prepared = {
+                // Never closed, so acquiring cannot fail.
+                let _permit = PREPARING.acquire().await;
+                self.prepare(&key, &pod).await
+            };
+            match prepared {
                 Ok(Prepared::Http(http)) => return self.serve_http(key, pod, http).await,
                 Ok(Prepared::Command(command)) => {
                     return command::run(&self, &key, pod, command).await
@@ -233,6 +288,10 @@ impl Agent {
 
     /// An http pod takes requests once it is in the pod table and ready.
     async fn serve_http(&self, key: String, pod: Pod, http: HttpPod) {
+        // Each start on a node is a run: output from before a node restart is `--previous`.
+        if let Some(log) = self.logs.get(&key) {
+            log.start_run();
+        }
         // Under the lock, so a pod removed meanwhile is not resurrected.
         {
             let managed = self.managed();
@@ -359,6 +418,7 @@ impl Agent {
         let Ok(value) = serde_json::to_value(&status) else {
             return;
         };
+        let _permit = REPORTING.acquire().await;
         for attempt in 0..5u32 {
             match self
                 .client

@@ -110,13 +110,26 @@ pub async fn handle<B>(
     };
     let flag = |name: &str| param(name).is_some_and(|v| v == "1" || v == "true");
     // Relayed through a channel: the body type must be Sync, the log's stream is
-    // not. The task ends when the reader hangs up or the stream does.
+    // not. The task ends when the stream does or the reader hangs up, whichever
+    // comes first (a quiet follower notices a hang-up at once, not at the next line).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let mut stream = Box::pin(log.stream(flag("previous"), flag("follow")));
+    let (previous, follow) = (flag("previous"), flag("follow"));
     tokio::spawn(async move {
-        while let Some(chunk) = stream.next().await {
-            if tx.send(chunk).await.is_err() {
-                return;
+        // Reading the kept files blocks.
+        let Ok(stream) = tokio::task::spawn_blocking(move || log.stream(previous, follow)).await
+        else {
+            return;
+        };
+        let mut stream = Box::pin(stream);
+        loop {
+            tokio::select! {
+                chunk = stream.next() => {
+                    let Some(chunk) = chunk else { return };
+                    if tx.send(chunk).await.is_err() {
+                        return;
+                    }
+                }
+                () = tx.closed() => return,
             }
         }
     });

@@ -51,6 +51,13 @@ impl ArtifactCache {
     pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> std::io::Result<ArtifactCache> {
         if let Some(dir) = &dir {
             std::fs::create_dir_all(dir)?;
+            // Half-written artifacts of a process that crashed mid-store.
+            for entry in std::fs::read_dir(dir)?.flatten() {
+                let name = entry.file_name();
+                if name.to_string_lossy().contains(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -10,7 +10,8 @@
 //!
 //! Invariants:
 //! - every request runs in a fresh instance in a fresh `Store`; nothing a
-//!   guest does survives its request;
+//!   guest does survives its request but what it writes to its pod's
+//!   scratch directory;
 //! - a pod's live instances together stay within its memory budget, no
 //!   request runs past its deadline, and every guest yields on each epoch
 //!   tick, so no pod starves another;

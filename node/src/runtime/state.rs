@@ -36,10 +36,17 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        match std::fs::remove_dir_all(&self.path) {
+        let path = std::mem::take(&mut self.path);
+        let remove = move || match std::fs::remove_dir_all(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(dir = %self.path.display(), "cannot remove scratch dir: {e}"),
+            Err(e) => tracing::warn!(dir = %path.display(), "cannot remove scratch dir: {e}"),
+        };
+        // A guest may have left a big tree: not on an async worker, not under
+        // whatever lock the last holder dropped it in.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -79,6 +86,9 @@ pub(crate) struct HostState {
     http: WasiHttpCtx,
     hooks: OutboundHooks,
     pub(crate) limiter: PodLimiter,
+    /// Held while the instance lives, so its directory outlasts it (an http
+    /// guest may still be streaming its body after its pod was retired).
+    _scratch: Option<Arc<ScratchDir>>,
 }
 
 impl HostState {
@@ -113,6 +123,7 @@ impl HostState {
                 policy: sandbox.outbound.clone(),
             },
             limiter: PodLimiter::new(budget),
+            _scratch: sandbox.scratch.clone(),
         })
     }
 }
