@@ -1,13 +1,54 @@
 //! The loop shared by the scheduler and the controllers: run a pass whenever a
-//! watched kind changes, and on a resync timer as the safety net for anything
-//! missed, but only while this member leads the cluster.
+//! watched kind changes in a way the loop cares about, and on a resync timer as
+//! the safety net for anything missed, but only while this member leads the
+//! cluster.
+//!
+//! "A way the loop cares about" matters at scale: a thousand nodes renewing
+//! their leases make a hundred Node writes a second, and a loop that only
+//! needs a node's address must not list the whole cluster for each of them.
 
 use crate::registry::Registry;
-use reef_api::Kind;
+use reef_api::{Kind, RawObject, WatchEventType};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash as _, Hasher as _};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// A kind a loop watches, and the part of its objects whose change warrants
+/// a pass. Additions and deletions always do.
+#[derive(Clone, Copy)]
+pub struct Trigger {
+    pub kind: Kind,
+    /// `None`: any change.
+    pub projection: Option<fn(&RawObject) -> Value>,
+}
+
+impl Trigger {
+    /// Every change to `kind`.
+    pub const fn any(kind: Kind) -> Trigger {
+        Trigger {
+            kind,
+            projection: None,
+        }
+    }
+
+    /// Changes to `kind` that alter `projection` of an object.
+    pub const fn on(kind: Kind, projection: fn(&RawObject) -> Value) -> Trigger {
+        Trigger {
+            kind,
+            projection: Some(projection),
+        }
+    }
+}
+
+fn fingerprint(value: &Value) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
+}
 
 /// How often a follower checks whether it has become the leader.
 const FOLLOWER_CHECK: Duration = Duration::from_millis(200);
@@ -15,15 +56,34 @@ const FOLLOWER_CHECK: Duration = Duration::from_millis(200);
 /// The shortest time between two passes of one loop.
 const MIN_GAP: Duration = Duration::from_millis(25);
 
-/// Wakes `notify` on every change to `kind`, resubscribing when a watch ends.
-fn watch_kind(registry: Registry, kind: Kind, notify: Arc<Notify>) {
+/// Wakes `notify` on every change to the trigger's kind that matters to it,
+/// resubscribing when a watch ends.
+fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
+    let kind = trigger.kind;
     tokio::spawn(async move {
+        // The projection last seen of each object, by namespace/name.
+        let mut seen: HashMap<String, u64> = HashMap::new();
         loop {
             let since = registry.store().revision();
             match registry.watch(kind, None, since) {
                 Ok(mut changes) => {
-                    while changes.recv().await.is_some() {
-                        notify.notify_one();
+                    while let Some(change) = changes.recv().await {
+                        let Some(projection) = trigger.projection else {
+                            notify.notify_one();
+                            continue;
+                        };
+                        let object = &change.object;
+                        let key = format!("{}/{}", object.namespace(), object.metadata.name);
+                        let matters = if change.kind == WatchEventType::Deleted {
+                            seen.remove(&key);
+                            true
+                        } else {
+                            let print = fingerprint(&projection(object));
+                            seen.insert(key, print) != Some(print)
+                        };
+                        if matters {
+                            notify.notify_one();
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(kind = %kind, "watch failed, retrying: {e}"),
@@ -38,7 +98,7 @@ fn watch_kind(registry: Registry, kind: Kind, notify: Arc<Notify>) {
 pub async fn run<F, Fut, E>(
     name: &'static str,
     registry: Registry,
-    kinds: &[Kind],
+    triggers: &[Trigger],
     resync: Duration,
     mut pass: F,
 ) where
@@ -47,8 +107,8 @@ pub async fn run<F, Fut, E>(
     E: std::fmt::Display,
 {
     let notify = Arc::new(Notify::new());
-    for kind in kinds {
-        watch_kind(registry.clone(), *kind, notify.clone());
+    for trigger in triggers {
+        watch_kind(registry.clone(), *trigger, notify.clone());
     }
     let mut last_pass: Option<tokio::time::Instant> = None;
     loop {

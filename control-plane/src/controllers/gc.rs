@@ -4,6 +4,11 @@ use crate::registry::{Registry, RegistryError, Result};
 use reef_api::*;
 use std::collections::HashSet;
 
+/// What of a pod this controller looks at: its owner (status churn is not).
+pub fn pod_projection(pod: &RawObject) -> serde_json::Value {
+    serde_json::to_value(&pod.metadata.owner).unwrap_or_default()
+}
+
 pub async fn reconcile_all(registry: &Registry) -> Result<()> {
     let (deployments, _) = registry.list(Kind::Deployment, None)?;
     let owners: HashSet<&str> = deployments

@@ -7,7 +7,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod nodes;
 
-use crate::reconcile;
+use crate::reconcile::{self, Trigger};
 use crate::registry::Registry;
 use reef_api::Kind;
 use std::time::Duration;
@@ -18,14 +18,14 @@ type Pass = fn(Registry) -> futures::future::BoxFuture<'static, crate::registry:
 fn spawn(
     name: &'static str,
     registry: &Registry,
-    kinds: &'static [Kind],
+    triggers: Vec<Trigger>,
     resync: Duration,
     pass: Pass,
 ) -> tokio::task::JoinHandle<()> {
     let registry = registry.clone();
     tokio::spawn(async move {
         let for_pass = registry.clone();
-        reconcile::run(name, registry, kinds, resync, || pass(for_pass.clone())).await
+        reconcile::run(name, registry, &triggers, resync, || pass(for_pass.clone())).await
     })
 }
 
@@ -55,11 +55,12 @@ pub fn spawn_all(
     let lifecycle_registry = registry.clone();
     let node_loop = tokio::spawn(async move {
         let for_pass = lifecycle_registry.clone();
-        // Leases lapse without any event: check every second as well.
+        // Leases lapse without any event, and renewals change nothing to act
+        // on: the timer drives this loop; new and changed nodes wake it too.
         reconcile::run(
             "nodes",
             lifecycle_registry,
-            &[Kind::Node],
+            &[Trigger::on(Kind::Node, nodes::lifecycle_projection)],
             Duration::from_secs(1),
             || {
                 let (lifecycle, registry) = (lifecycle.clone(), for_pass.clone());
@@ -73,23 +74,99 @@ pub fn spawn_all(
         spawn(
             "deployments",
             registry,
-            &[Kind::Deployment, Kind::Pod],
+            vec![
+                Trigger::any(Kind::Deployment),
+                Trigger::on(Kind::Pod, deployment::pod_projection),
+            ],
             Duration::from_secs(10),
             |r| async move { deployment::reconcile_all(&r).await }.boxed(),
         ),
         spawn(
             "endpoints",
             registry,
-            &[Kind::Service, Kind::Pod, Kind::Node],
+            vec![
+                Trigger::any(Kind::Service),
+                Trigger::on(Kind::Pod, endpoints::pod_projection),
+                Trigger::on(Kind::Node, endpoints::node_projection),
+            ],
             Duration::from_secs(10),
             |r| async move { endpoints::reconcile_all(&r).await }.boxed(),
         ),
         spawn(
             "gc",
             registry,
-            &[Kind::Deployment, Kind::Pod],
+            vec![
+                Trigger::any(Kind::Deployment),
+                Trigger::on(Kind::Pod, gc::pod_projection),
+            ],
             Duration::from_secs(30),
             |r| async move { gc::reconcile_all(&r).await }.boxed(),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use reef_api::{Kind, Metadata, RawObject};
+    use serde_json::json;
+
+    fn node(lease: &str, ready: &str, address: &str) -> RawObject {
+        RawObject {
+            kind: Kind::Node,
+            metadata: Metadata {
+                name: "n".into(),
+                ..Metadata::default()
+            },
+            spec: json!({"address": address, "unschedulable": false}),
+            status: json!({
+                "conditions": [{"type": "Ready", "status": ready}],
+                "lease": lease,
+            }),
+        }
+    }
+
+    fn pod(node: Option<&str>, phase: &str, restarts: u32) -> RawObject {
+        RawObject {
+            kind: Kind::Pod,
+            metadata: Metadata {
+                name: "p".into(),
+                ..Metadata::default()
+            },
+            spec: json!({"component": "sha256:00", "node": node}),
+            status: json!({"phase": phase, "ready": true, "restarts": restarts}),
+        }
+    }
+
+    #[test]
+    fn lease_renewals_wake_no_loop_but_real_changes_do() {
+        let renewed = (node("t1", "True", "a"), node("t2", "True", "a"));
+        for projection in [
+            super::nodes::lifecycle_projection,
+            super::endpoints::node_projection,
+        ] {
+            assert_eq!(projection(&renewed.0), projection(&renewed.1));
+        }
+        let lifecycle = super::nodes::lifecycle_projection;
+        assert_ne!(lifecycle(&renewed.0), lifecycle(&node("t1", "False", "a")));
+        let endpoints = super::endpoints::node_projection;
+        assert_ne!(endpoints(&renewed.0), endpoints(&node("t1", "True", "b")));
+    }
+
+    #[test]
+    fn pod_status_churn_is_not_a_change_of_placement_or_ownership() {
+        let churn = (pod(Some("n"), "Running", 0), pod(Some("n"), "Running", 3));
+        for projection in [
+            super::deployment::pod_projection,
+            super::endpoints::pod_projection,
+            super::gc::pod_projection,
+        ] {
+            assert_eq!(projection(&churn.0), projection(&churn.1));
+        }
+        let deployment = super::deployment::pod_projection;
+        assert_ne!(
+            deployment(&churn.0),
+            deployment(&pod(Some("n"), "Failed", 0))
+        );
+        assert_ne!(deployment(&churn.0), deployment(&pod(None, "Running", 0)));
+    }
 }

@@ -14,6 +14,23 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The Ready condition's status: what a node's own writes change besides its lease.
+pub(crate) fn ready_of(node: &RawObject) -> serde_json::Value {
+    node.status
+        .get("conditions")
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c.get("type") == Some(&"Ready".into())))
+        .and_then(|c| c.get("status"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What of a node wakes this loop early: its spec and readiness. Lease renewals
+/// do not (the one-second timer reads them).
+pub fn lifecycle_projection(node: &RawObject) -> serde_json::Value {
+    serde_json::json!([node.spec, ready_of(node)])
+}
+
 pub struct NodeLifecycle {
     grace: Duration,
     state: Mutex<Seen>,

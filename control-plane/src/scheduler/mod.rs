@@ -7,10 +7,11 @@
 pub mod plan;
 
 use crate::events::{self, Occurrence};
+use crate::reconcile::Trigger;
 use crate::registry::{BatchWrite, Registry, Result};
 use plan::{Decision, NodeView, Policy};
 use reef_api::events::{event_name, event_object, fold};
-use reef_api::{Kind, Node, ObjectRef, Phase, Pod};
+use reef_api::{Kind, Node, ObjectRef, Phase, Pod, RawObject};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -47,6 +48,16 @@ fn scheduled_event(registry: &Registry, pod: &Pod, node: &str) -> Result<Option<
         .map(BatchWrite::Create))
 }
 
+/// What of a pod placement depends on: where it is bound, and whether it has
+/// finished (and so holds no capacity). Status churn of running pods is not.
+fn placement_projection(pod: &RawObject) -> serde_json::Value {
+    let finished = matches!(
+        pod.status.get("phase").and_then(|p| p.as_str()),
+        Some("Succeeded" | "Failed")
+    );
+    serde_json::json!([pod.spec.get("node"), finished])
+}
+
 pub struct Scheduler {
     registry: Registry,
     policy: Policy,
@@ -63,7 +74,11 @@ impl Scheduler {
         crate::reconcile::run(
             "scheduler",
             registry,
-            &[Kind::Pod, Kind::Node],
+            &[
+                Trigger::on(Kind::Pod, placement_projection),
+                // Capacity, cordons and readiness; not lease renewals.
+                Trigger::on(Kind::Node, crate::controllers::nodes::lifecycle_projection),
+            ],
             Duration::from_secs(5),
             || self.pass(),
         )
