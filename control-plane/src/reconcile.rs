@@ -53,8 +53,12 @@ fn fingerprint(value: &Value) -> u64 {
 /// How often a follower checks whether it has become the leader.
 const FOLLOWER_CHECK: Duration = Duration::from_millis(200);
 
-/// The shortest time between two passes of one loop.
-const MIN_GAP: Duration = Duration::from_millis(25);
+/// The longest rest between two passes of one loop: the rest is twice the
+/// last pass's duration, so a cheap loop (a small cluster) reacts within a
+/// millisecond or two and an expensive one (a big cluster, a burst of
+/// changes) spends at most a third of a core, folding changes together.
+const MAX_GAP: Duration = Duration::from_millis(25);
+const MIN_GAP: Duration = Duration::from_millis(1);
 
 /// Wakes `notify` on every change to the trigger's kind that matters to it,
 /// resubscribing when a watch ends.
@@ -110,7 +114,8 @@ pub async fn run<F, Fut, E>(
     for trigger in triggers {
         watch_kind(registry.clone(), *trigger, notify.clone());
     }
-    let mut last_pass: Option<tokio::time::Instant> = None;
+    // When the last pass ended, and how long it took.
+    let mut last_pass: Option<(tokio::time::Instant, Duration)> = None;
     loop {
         // A follower checks often, so a new leader resumes within an election.
         let wait = if registry.store().is_leader() {
@@ -132,13 +137,16 @@ pub async fn run<F, Fut, E>(
             continue;
         }
         // A pass reads the whole state, so a burst of changes needs one pass, not
-        // one each: passes start at most every MIN_GAP (an isolated change still
-        // gets one at once). Changes during the wait are folded into the permit.
-        if let Some(last) = last_pass {
-            tokio::time::sleep_until(last + MIN_GAP).await;
+        // one each: after a pass the loop rests (an isolated change still gets
+        // one at once). Changes during the rest are folded into the permit.
+        if let Some((ended, took)) = last_pass {
+            tokio::time::sleep_until(ended + (took * 2).clamp(MIN_GAP, MAX_GAP)).await;
         }
-        last_pass = Some(tokio::time::Instant::now());
-        if let Err(e) = pass().await {
+        let started = tokio::time::Instant::now();
+        let result = pass().await;
+        let ended = tokio::time::Instant::now();
+        last_pass = Some((ended, ended - started));
+        if let Err(e) = result {
             tracing::warn!(loop_name = name, "pass failed: {e}");
             // Conflicts resolve on a fresh read; don't spin on a persistent failure.
             tokio::time::sleep(Duration::from_millis(100)).await;
