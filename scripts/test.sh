@@ -12,4 +12,12 @@ examples/build.sh
 if ! docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; then
     echo "*** WARNING: no Docker engine answers: the Docker partition test will SKIP ***" >&2
 fi
+# Figures tests measured (printed by them, hidden by cargo when they pass).
+target_tmp="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/tmp"
+rm -f "$target_tmp/figures.txt"
 cargo test --workspace --all-targets "$@"
+if [[ -s "$target_tmp/figures.txt" ]]; then
+    echo "figures measured by the tests:"
+    sed 's/^/  /' "$target_tmp/figures.txt"
+fi

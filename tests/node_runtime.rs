@@ -642,3 +642,28 @@ async fn sigterm_lets_requests_in_flight_finish() {
     );
     assert!(cluster.log().contains("draining"), "{}", cluster.log_tail());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_a_thousand_binds_all_reach_the_node() {
+    // The scheduler binds hundreds of pods per transaction; the node's watch may
+    // be cut in the middle of one, and must not lose the rest of it.
+    let cluster =
+        Cluster::start_with(&["--pods", "1200", "--cpu", "100000m", "--memory", "64Gi"]).await;
+    let (_dir, app) = manifest_dir(
+        "[[deployment]]\nname = \"many\"\nreplicas = 1000\ncomponent = \"hello.wasm\"\ncpu = \"1m\"\nmemory = \"4Mi\"\n",
+    );
+    cluster.reef_ok(&["apply", "-f", path_str(&app)]);
+    eventually(
+        "1000 pods running and ready",
+        Duration::from_secs(300),
+        || async {
+            let pods = cluster.api_json("/api/v1/namespaces/default/pods").await?;
+            let ready = items(&pods)
+                .iter()
+                .filter(|p| p["status"]["phase"] == "Running" && p["status"]["ready"] == true)
+                .count();
+            (ready == 1000).then_some(())
+        },
+    )
+    .await;
+}

@@ -297,7 +297,9 @@ async fn a_killed_node_is_replaced_and_requests_recover() {
     load.wait_ok(50).await;
     let recovery = killed.elapsed();
     let (ok, failed, failures) = load.stop().await;
-    println!("kill -9 of node c → full recovery in {recovery:?} (grace 3 s); {ok} requests ok, {failed} failed");
+    report_figure(&format!(
+        "kill -9 of node c → full recovery in {recovery:?} (grace 3 s); {ok} requests ok, {failed} failed"
+    ));
     assert!(ok > 0);
     let nodes = cp.reef(&["get", "nodes"]);
     let table = String::from_utf8_lossy(&nodes.stdout);

@@ -99,7 +99,10 @@ fn apply(mirror: &mut Mirror, revision: &mut u64, event: reef_api::WatchEvent) -
     let Ok(obj) = serde_json::from_value::<RawObject>(event.object) else {
         return false;
     };
-    *revision = (*revision).max(obj.metadata.resource_version);
+    // The events of one transaction share its revision, and a stream may be cut
+    // between them: resume from just below, so the rest of it comes again
+    // (applying an event twice changes nothing). Bookmarks are whole revisions.
+    *revision = (*revision).max(obj.metadata.resource_version.saturating_sub(1));
     match event.kind {
         WatchEventType::Deleted => mirror.remove(&key(&obj)).is_some(),
         _ => {

@@ -318,6 +318,21 @@ pub fn manifest_dir(text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Prints a figure a test measured and keeps it in `$CARGO_TARGET_TMPDIR/figures.txt`,
+/// which `scripts/test.sh` shows after the run (cargo hides what passing tests print).
+pub fn report_figure(line: &str) {
+    use std::io::Write as _;
+    println!("{line}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures.txt");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{line}");
+    }
+}
+
 /// A process's resident set size in KiB, from /proc.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

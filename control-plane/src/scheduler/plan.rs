@@ -321,4 +321,37 @@ mod tests {
         assert_eq!(decisions[1], Decision::Bind("a".into()));
         assert!(matches!(decisions[2], Decision::Unschedulable { .. }));
     }
+
+    #[test]
+    fn selectors_runtimes_cordons_and_slots_filter_nodes() {
+        let mut nodes = vec![
+            node("a", 1000, 512),
+            node("b", 1000, 512),
+            node("c", 1000, 512),
+            node("d", 1000, 512),
+        ];
+        nodes[0].labels.insert("zone".into(), "x".into());
+        nodes[1].cordoned = true;
+        nodes[2].allocatable.pods = 0;
+        nodes[2].labels.insert("zone".into(), "y".into());
+        nodes[3].runtimes = vec![RuntimeKind::Containerd];
+        let mut picky = pod(100, 64);
+        picky.spec.node_selector.insert("zone".into(), "x".into());
+        let decisions = place(&[&picky], &mut nodes, Policy::Spread);
+        assert_eq!(decisions[0], Decision::Bind("a".into()));
+        let mut elsewhere = pod(100, 64);
+        elsewhere
+            .spec
+            .node_selector
+            .insert("zone".into(), "y".into());
+        let decisions = place(&[&elsewhere], &mut nodes, Policy::Spread);
+        assert_eq!(
+            decisions[0].message().as_deref(),
+            Some("0/4 nodes fit: 1 cordoned, 1 runtime not offered, 1 node_selector mismatch, 1 too many pods")
+        );
+        let mut containerd = pod(100, 64);
+        containerd.spec.runtime = RuntimeKind::Containerd;
+        let decisions = place(&[&containerd], &mut nodes, Policy::Spread);
+        assert_eq!(decisions[0], Decision::Bind("d".into()));
+    }
 }

@@ -149,16 +149,20 @@ impl Agent {
     /// also not after a node restart; its logs stay readable.
     fn sync(self: &Arc<Self>, mirror: &Mirror) {
         let mut managed = self.managed();
-        let wanted: HashMap<String, Pod> = mirror
-            .values()
-            .filter_map(|raw| raw.typed::<PodSpec, PodStatus>().ok())
-            .filter(|p| p.spec.node.as_deref() == Some(self.config.name.as_str()))
-            .map(|p| (pod_key(p.namespace(), &p.metadata.name), p))
+        // Runs on every batch of changes: with thousands of pods here, only the
+        // ones not yet managed are decoded; the rest are matched by uid.
+        let here = |raw: &RawObject| {
+            raw.spec.get("node").and_then(|n| n.as_str()) == Some(self.config.name.as_str())
+        };
+        let bound: HashMap<&str, &RawObject> = mirror
+            .iter()
+            .filter(|(_, raw)| here(raw))
+            .map(|(key, raw)| (key.as_str(), raw))
             .collect();
         if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
             // The first full list: anything on disk for pods not in it is left
             // over from pods removed while this node was down.
-            let keep: HashSet<String> = wanted
+            let keep: HashSet<String> = bound
                 .values()
                 .map(|p| format!("{}/{}_{}", p.namespace(), p.metadata.name, p.metadata.uid))
                 .collect();
@@ -167,7 +171,9 @@ impl Agent {
         }
         let mut stopped: HashSet<String> = HashSet::new();
         managed.retain(|key, m| {
-            let keep = wanted.get(key).is_some_and(|p| p.metadata.uid == m.uid);
+            let keep = bound
+                .get(key.as_str())
+                .is_some_and(|p| p.metadata.uid == m.uid);
             if !keep {
                 self.stop(key, m);
                 stopped.insert(m.digest.clone());
@@ -181,10 +187,15 @@ impl Agent {
                 self.runtime.forget(&digest);
             }
         }
-        for (key, pod) in wanted {
-            if managed.contains_key(&key) {
+        for (key, raw) in bound {
+            if managed.contains_key(key) {
                 continue;
             }
+            let Ok(pod) = raw.typed::<PodSpec, PodStatus>() else {
+                tracing::warn!(pod = %key, "cannot read the pod object; skipping it");
+                continue;
+            };
+            let key = key.to_string();
             let uid = pod.metadata.uid.clone();
             let digest = pod.spec.component.clone();
             if matches!(pod.status.phase, Phase::Succeeded | Phase::Failed) {
