@@ -104,16 +104,19 @@ async fn upstream(body: &'static str, delay: Duration) -> (String, Arc<AtomicUsi
     (address, connections)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spinning_request_gets_504_while_hello_keeps_answering() {
+/// A cluster serving hello and the example `name`, both ready.
+async fn beside_hello(name: &str) -> Cluster {
     let cluster = Cluster::start().await;
     cluster.reef_ok(&["apply", "-f", path_str(&example("hello"))]);
-    cluster.reef_ok(&["apply", "-f", path_str(&example("cpu-hog"))]);
+    cluster.reef_ok(&["apply", "-f", path_str(&example(name))]);
     cluster.until_status("hello.local", "/", 200, SLOW).await;
-    pod_where(&cluster, "cpu-hog", "ready", |p| {
-        p["status"]["ready"] == true
-    })
-    .await;
+    pod_where(&cluster, name, "ready", |p| p["status"]["ready"] == true).await;
+    cluster
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spinning_request_gets_504_while_hello_keeps_answering() {
+    let cluster = beside_hello("cpu-hog").await;
 
     // Two spinning requests: one per core.
     let hogs: Vec<_> = (0..2)
@@ -167,14 +170,7 @@ async fn a_spinning_request_gets_504_while_hello_keeps_answering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_hog_is_stopped_at_its_budget_and_says_why() {
-    let cluster = Cluster::start().await;
-    cluster.reef_ok(&["apply", "-f", path_str(&example("hello"))]);
-    cluster.reef_ok(&["apply", "-f", path_str(&example("mem-hog"))]);
-    cluster.until_status("hello.local", "/", 200, SLOW).await;
-    pod_where(&cluster, "mem-hog", "ready", |p| {
-        p["status"]["ready"] == true
-    })
-    .await;
+    let cluster = beside_hello("mem-hog").await;
     let pid = cluster.pid().expect("running");
 
     let hog = |n: usize| {

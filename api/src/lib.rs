@@ -18,6 +18,12 @@ pub use client::{Client, ClientError};
 pub use resource::*;
 
 /// The current time as RFC 3339 (seconds), the form timestamps take in objects.
+/// The `sha256:<hex>` digest of a component's bytes, as manifests and blobs name them.
+pub fn digest_of(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

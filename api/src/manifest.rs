@@ -10,7 +10,6 @@ use crate::resource::*;
 use crate::suggest::nearest;
 use crate::validate;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
@@ -390,7 +389,7 @@ impl Builder<'_> {
         let path = self.base.join(value);
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+                let digest = crate::digest_of(&bytes);
                 if !self.components.iter().any(|c| c.digest == digest) {
                     self.components.push(ComponentFile {
                         digest: digest.clone(),

@@ -16,6 +16,7 @@
 mod cluster;
 mod hyper_hello;
 mod node;
+mod proc;
 mod replicated;
 mod schedule;
 mod wrk;

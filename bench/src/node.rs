@@ -3,20 +3,13 @@
 //! bound → first 200, compiling from scratch vs loading the cached artifact).
 
 use crate::cluster::Cluster;
+use crate::proc::rss_mib;
 use crate::replicated::{free_port, wait_for_file, Processes};
 use anyhow::{bail, Context};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Resident set size of a process in MiB, from /proc.
-pub fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
 
 /// One control-plane member and one node, as separate processes, so the
 /// node's RSS is its own.
@@ -146,13 +139,8 @@ impl Pair {
     }
 }
 
-fn blob_digest(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
-}
-
 async fn upload(pair: &Pair, http: &reqwest::Client, wasm: &[u8]) -> anyhow::Result<String> {
-    let digest = blob_digest(wasm);
+    let digest = reef_api::digest_of(wasm);
     let response = http
         .put(format!("{}/api/v1/blobs/{digest}", pair.api))
         .bearer_auth(&pair.token)

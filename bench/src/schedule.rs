@@ -12,6 +12,7 @@
 //! scheduler binds a few thousand pods at once (`--namespaces 1` shows that; binds
 //! then seen only through a relist are counted as "late").
 
+use crate::proc::{cpu_seconds, rss_mib};
 use crate::replicated::{free_port, wait_for_file, Processes};
 use anyhow::{bail, Context};
 use reef_api::quantity::{Cpu, Memory};
@@ -339,23 +340,6 @@ async fn watch_pods(
             buffer.drain(..consumed);
         }
     }
-}
-
-/// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux
-}
-
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
 }
 
 /// A quantity the server returns as a string ("100m", "64Mi") or a plain number.

@@ -355,7 +355,7 @@ impl NodeLogs {
     /// The directory of a pod's logs: one per pod object (its uid), so a new
     /// pod under an old name starts clean.
     fn dir_of(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
-        self.root.join(namespace).join(format!("{name}_{uid}"))
+        self.root.join(crate::pods::pod_dir(namespace, name, uid))
     }
 
     /// The pod's log (created on first use) and a sink that writes into it.

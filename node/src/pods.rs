@@ -24,6 +24,12 @@ pub fn pod_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// `namespace/name_uid`: where one pod object's files live under a node's
+/// `logs/` and `scratch/` (a new pod under an old name starts clean).
+pub fn pod_dir(namespace: &str, name: &str, uid: &str) -> std::path::PathBuf {
+    std::path::Path::new(namespace).join(format!("{name}_{uid}"))
+}
+
 #[derive(Default)]
 struct Pods {
     live: HashMap<String, HttpPod>,

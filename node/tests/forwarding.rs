@@ -13,44 +13,18 @@ use reef_node::proxy::routes::RouteTable;
 use reef_node::proxy::Proxy;
 use reef_node::runtime::{digest_of, HttpComponent, HttpPod, PodSettings, Runtime, RuntimeConfig};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use tokio::net::{TcpListener, TcpStream};
 
 type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join(".."))
-}
+mod common;
 
 /// The guest, built (a no-op when fresh) once per test process.
 fn guest_wasm() -> Vec<u8> {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let manifest =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/forwarding_guest/Cargo.toml");
-        let mut command = Command::new(env!("CARGO"));
-        command
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .env("CARGO_TARGET_DIR", target_dir());
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
-        assert!(status.success(), "{command:?} failed: {status}");
-        let path = target_dir().join("wasm32-wasip2/release/reef_forwarding_guest.wasm");
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    })
-    .clone()
+    WASM.get_or_init(|| common::build_guest("forwarding_guest", "reef_forwarding_guest"))
+        .clone()
 }
 
 async fn component() -> HttpComponent {

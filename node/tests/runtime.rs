@@ -2,9 +2,7 @@
 //! test guest in `tests/guests/`, built for wasm32-wasip2 on first use.
 
 use std::convert::Infallible;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,80 +15,22 @@ use reef_node::runtime::{
 };
 use tokio::net::TcpListener;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-/// The target dir this test was built in (`CARGO_TARGET_TMPDIR` is its
-/// `tmp/`), so guests share compiled dependencies with everything else.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join(".."))
-}
-
-/// One build at a time, once per test process.
-static BUILD: Mutex<()> = Mutex::new(());
-
-fn run(command: &mut Command) {
-    let status = command
-        .env("CARGO_TARGET_DIR", target_dir())
-        .status()
-        .unwrap_or_else(|e| panic!("could not run {command:?}: {e}"));
-    assert!(status.success(), "{command:?} failed: {status}");
-}
-
-/// `examples/hello/hello.wasm`, built by `examples/build.sh` if missing so
-/// `cargo test` works on a fresh clone.
-fn hello_wasm() -> Vec<u8> {
-    let path = repo_root().join("examples/hello/hello.wasm");
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        run(&mut Command::new(repo_root().join("examples/build.sh")));
-    }
-    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
+use common::{build_guest, hello_wasm};
 
 /// The test guest, rebuilt (a no-op when fresh) once per process.
 fn test_guest_wasm() -> Vec<u8> {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/Cargo.toml");
-        run(Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest));
-        let path = target_dir().join("wasm32-wasip2/release/reef_test_guest.wasm");
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    })
-    .clone()
+    WASM.get_or_init(|| build_guest("guests", "reef_test_guest"))
+        .clone()
 }
 
 /// The test command, built like the test guest.
 fn command_guest_wasm() -> Vec<u8> {
     static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/command_guest/Cargo.toml");
-        run(Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(&manifest));
-        let path = target_dir().join("wasm32-wasip2/release/reef-test-command.wasm");
-        std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    })
-    .clone()
+    WASM.get_or_init(|| build_guest("command_guest", "reef-test-command"))
+        .clone()
 }
 
 /// Collects what a guest prints.

@@ -57,6 +57,19 @@ async fn node_access_secret(state: &ApiState) -> ApiResult<String> {
     Ok(String::from_utf8_lossy(&kv.value).into_owned())
 }
 
+/// One pooled client to the nodes, made on first use.
+fn node_client() -> ApiResult<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
+    Ok(CLIENT.get_or_init(|| client))
+}
+
 /// `GET /api/v1/cluster/node-access`: for nodes (and admins).
 pub async fn node_access(
     State(state): State<Arc<ApiState>>,
@@ -126,11 +139,7 @@ pub async fn pod_log(
         u8::from(follow),
         u8::from(previous)
     );
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
-    let answer = match client.get(&url).bearer_auth(&secret).send().await {
+    let answer = match node_client()?.get(&url).bearer_auth(&secret).send().await {
         Ok(answer) => answer,
         Err(e) => {
             return Ok(gateway(

@@ -133,18 +133,6 @@ pub fn plan(
     plan
 }
 
-/// What of a pod its deployment acts on: which template it runs, where, and
-/// whether it serves; not restart counts, errors or timestamps.
-pub fn pod_projection(pod: &RawObject) -> serde_json::Value {
-    serde_json::json!([
-        pod.metadata.labels,
-        pod.spec.get("node"),
-        pod.status.get("phase"),
-        pod.status.get("ready"),
-        pod.status.get("reason"),
-    ])
-}
-
 /// Reconciles every deployment against its pods.
 pub async fn reconcile_all(registry: &Registry) -> Result<()> {
     let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;

@@ -35,16 +35,6 @@ pub fn endpoints_for(
     endpoints
 }
 
-/// What of a pod its endpoints depend on.
-pub fn pod_projection(pod: &RawObject) -> serde_json::Value {
-    serde_json::json!([
-        pod.metadata.labels,
-        pod.spec.get("node"),
-        pod.status.get("phase"),
-        pod.status.get("ready"),
-    ])
-}
-
 /// What of a node its endpoints depend on: the address (not its lease).
 pub fn node_projection(node: &RawObject) -> serde_json::Value {
     node.spec.get("address").cloned().unwrap_or_default()

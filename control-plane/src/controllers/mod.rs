@@ -12,6 +12,19 @@ use crate::registry::Registry;
 use reef_api::Kind;
 use std::time::Duration;
 
+/// What of a pod the deployment and endpoints controllers act on: its labels
+/// (template, selectors), where it runs, whether it serves, and why it ended;
+/// not restart counts, errors or timestamps.
+pub fn pod_projection(pod: &reef_api::RawObject) -> serde_json::Value {
+    serde_json::json!([
+        pod.metadata.labels,
+        pod.spec.get("node"),
+        pod.status.get("phase"),
+        pod.status.get("ready"),
+        pod.status.get("reason"),
+    ])
+}
+
 /// A controller's pass over the whole cluster.
 type Pass = fn(Registry) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
 
@@ -76,7 +89,7 @@ pub fn spawn_all(
             registry,
             vec![
                 Trigger::any(Kind::Deployment),
-                Trigger::on(Kind::Pod, deployment::pod_projection),
+                Trigger::on(Kind::Pod, pod_projection),
             ],
             Duration::from_secs(10),
             |r| async move { deployment::reconcile_all(&r).await }.boxed(),
@@ -86,7 +99,7 @@ pub fn spawn_all(
             registry,
             vec![
                 Trigger::any(Kind::Service),
-                Trigger::on(Kind::Pod, endpoints::pod_projection),
+                Trigger::on(Kind::Pod, pod_projection),
                 Trigger::on(Kind::Node, endpoints::node_projection),
             ],
             Duration::from_secs(10),
@@ -155,14 +168,10 @@ mod tests {
     #[test]
     fn pod_status_churn_is_not_a_change_of_placement_or_ownership() {
         let churn = (pod(Some("n"), "Running", 0), pod(Some("n"), "Running", 3));
-        for projection in [
-            super::deployment::pod_projection,
-            super::endpoints::pod_projection,
-            super::gc::pod_projection,
-        ] {
+        for projection in [super::pod_projection, super::gc::pod_projection] {
             assert_eq!(projection(&churn.0), projection(&churn.1));
         }
-        let deployment = super::deployment::pod_projection;
+        let deployment = super::pod_projection;
         assert_ne!(
             deployment(&churn.0),
             deployment(&pod(Some("n"), "Failed", 0))

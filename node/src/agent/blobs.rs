@@ -2,8 +2,7 @@
 //! against it both when fetched and when read back, so a corrupt file is refetched
 //! rather than run.
 
-use reef_api::Client;
-use sha2::{Digest, Sha256};
+use reef_api::{digest_of, Client};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -13,10 +12,6 @@ pub struct BlobCache {
     client: Client,
     /// One fetch per digest at a time: replicas starting together share a download.
     in_flight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 impl BlobCache {

@@ -6,7 +6,7 @@
 //! first failure is written at once, later ones at most every `QUIET` with a
 //! count of how many there were.
 
-use super::Agent;
+use super::{events, Agent};
 use crate::runtime::{FailureSink, HandleError};
 use reef_api::{Kind, Pod, PodStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,5 +95,3 @@ async fn record(
     };
     agent.report(&pod, status).await;
 }
-
-use super::events;

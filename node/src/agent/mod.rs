@@ -16,7 +16,7 @@ mod lease;
 pub use backoff::Backoff;
 
 use crate::logs::NodeLogs;
-use crate::pods::{pod_key, PodTable};
+use crate::pods::{pod_dir, pod_key, PodTable};
 use crate::reflector::{reflect, Mirror};
 use crate::runtime::{CommandPod, HttpPod, PodSettings, Runtime, ScratchDir};
 use blobs::BlobCache;
@@ -60,13 +60,12 @@ pub struct Agent {
     /// Whether leftovers of pods removed while the node was down were swept.
     swept: std::sync::atomic::AtomicBool,
     lease: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Pods being prepared at once (blob fetch, compile): thousands bound in
+    /// one batch must not mean thousands of fetches and compiles at once.
+    preparing: tokio::sync::Semaphore,
+    /// Status writes in flight at once, for the same reason.
+    reporting: tokio::sync::Semaphore,
 }
-
-/// Pods being prepared at once (blob fetch, compile): thousands bound in one
-/// batch must not mean thousands of fetches and compiles at the same moment.
-static PREPARING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(16);
-/// Status writes in flight at once, for the same reason.
-static REPORTING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(32);
 
 /// A pod ready to run.
 enum Prepared {
@@ -100,6 +99,8 @@ impl Agent {
             managed: Mutex::new(HashMap::new()),
             swept: Default::default(),
             lease: Mutex::new(None),
+            preparing: tokio::sync::Semaphore::new(16),
+            reporting: tokio::sync::Semaphore::new(32),
         })
     }
 
@@ -139,9 +140,11 @@ impl Agent {
 
     /// A pod's scratch directory: one per pod object, gone with the pod.
     fn scratch_dir(&self, pod: &Pod) -> PathBuf {
-        self.scratch_root()
-            .join(pod.namespace())
-            .join(format!("{}_{}", pod.metadata.name, pod.metadata.uid))
+        self.scratch_root().join(pod_dir(
+            pod.namespace(),
+            &pod.metadata.name,
+            &pod.metadata.uid,
+        ))
     }
 
     /// Starts pods that are bound here and not yet managed; stops those that are
@@ -164,7 +167,11 @@ impl Agent {
             // over from pods removed while this node was down.
             let keep: HashSet<String> = bound
                 .values()
-                .map(|p| format!("{}/{}_{}", p.namespace(), p.metadata.name, p.metadata.uid))
+                .map(|p| {
+                    pod_dir(p.namespace(), &p.metadata.name, &p.metadata.uid)
+                        .display()
+                        .to_string()
+                })
                 .collect();
             crate::logs::sweep_two_levels(&self.scratch_root(), &keep);
             self.logs.sweep(&keep);
@@ -252,7 +259,7 @@ impl Agent {
         loop {
             let prepared = {
                 // Never closed, so acquiring cannot fail.
-                let _permit = PREPARING.acquire().await;
+                let _permit = self.preparing.acquire().await;
                 self.prepare(&key, &pod).await
             };
             match prepared {
@@ -429,7 +436,7 @@ impl Agent {
         let Ok(value) = serde_json::to_value(&status) else {
             return;
         };
-        let _permit = REPORTING.acquire().await;
+        let _permit = self.reporting.acquire().await;
         for attempt in 0..5u32 {
             match self
                 .client

@@ -12,7 +12,6 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -353,10 +352,7 @@ fn normalise_digest(digest: &str) -> Result<String, PrepareError> {
     }
 }
 
-/// The `sha256:<hex>` digest of some bytes, as manifests and blobs name them.
-pub fn digest_of(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
+pub use reef_api::digest_of;
 
 /// Cheap checks before spending a compile: the digest, and whether the bytes
 /// are a component at all, so the common mistakes get a message that says
