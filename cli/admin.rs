@@ -4,7 +4,6 @@ use crate::output::{self, Format};
 use crate::verbs::connect;
 use crate::{CliResult, Failure};
 use clap::Subcommand;
-use reef_control_plane::apiserver::cluster::RAFT_SECRET_KEY;
 use reef_control_plane::store::Store;
 use std::path::{Path, PathBuf};
 
@@ -95,12 +94,10 @@ fn restore(file: &Path, data_dir: &Path, id: u64, advertise: &str) -> CliResult 
     let store_dir = data_dir.join("store");
     let info = Store::restore(file, &store_dir, id, advertise)
         .map_err(|e| Failure::other(format!("error: restoring {}: {e}", file.display())))?;
-    let secret = Store::read_offline(&store_dir, RAFT_SECRET_KEY)
-        .map_err(|e| Failure::other(format!("error: reading the restored state: {e}")))?
-        .ok_or_else(|| {
-            Failure::other("error: the backup holds no Raft secret (was it taken by reef?)")
-        })?;
-    reef_api::config::write_private(&data_dir.join("raft.secret"), &secret)
+    // A new secret, not the backup's: members of the old cluster must not be
+    // able to talk to the restored one (it publishes this one when it starts).
+    let secret = reef_control_plane::credentials::new_secret();
+    reef_api::config::write_private(&data_dir.join("raft.secret"), secret.as_bytes())
         .map_err(|e| Failure::other(format!("error: writing the Raft secret: {e}")))?;
     println!(
         "restored revision {} into {} as member {id} at {advertise}",

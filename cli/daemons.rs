@@ -135,7 +135,8 @@ pub struct ControlPlaneArgs {
     /// Join the cluster of this member URL (ignored once the data dir holds state).
     #[arg(long, env = "REEF_JOIN")]
     join: Option<String>,
-    /// File holding the cluster's join token, for --join (or set REEF_JOIN_TOKEN).
+    /// File holding the cluster's member token (the first member's
+    /// `member.token`), for --join (or set REEF_JOIN_TOKEN).
     #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
     #[command(flatten)]
@@ -151,7 +152,8 @@ pub struct NodeArgs {
     /// Control-plane URLs, comma-separated.
     #[arg(long, env = "REEF_SERVER")]
     server: String,
-    /// File holding the cluster's join token (or set REEF_JOIN_TOKEN).
+    /// File holding the cluster's join token (or set REEF_JOIN_TOKEN); used once,
+    /// to obtain this node's own credential (kept in the data dir).
     #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
     /// Ingress address of this node's proxy.
@@ -300,13 +302,22 @@ pub async fn up(args: UpArgs) -> CliResult {
         .as_ref()
         .ok_or_else(|| Failure::other("error: the first member has no tokens"))?;
     let server = format!("http://{api_addr}");
-    let node_client = Client::new(vec![server.clone()], Some(tokens.join.clone()))?;
+    let node_data = data_dir.join("node");
+    create_dir(&node_data)?;
+    let credential = reef_node::credential::obtain(
+        vec![server.clone()],
+        &tokens.join,
+        &args.node_name,
+        &node_data,
+    )
+    .await?;
+    let node_client = Client::new(vec![server.clone()], Some(credential))?;
     let ingress_addr = ingress_listener.local_addr().map_err(anyhow::Error::from)?;
     let node_listener = bind("node-listen", &args.node_listen).await?;
     let node_addr = node_listener.local_addr().map_err(anyhow::Error::from)?;
     let agent = agent_config(
         args.node_name.clone(),
-        data_dir.join("node"),
+        node_data,
         ingress_addr.to_string(),
         node_addr.to_string(),
         &args.node,
@@ -406,7 +417,10 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
 pub async fn node(args: NodeArgs) -> CliResult {
     create_dir(&args.data_dir)?;
     let token = join_token(args.join_token_file.as_deref())?;
-    let client = Client::new(config::parse_servers(&args.server), Some(token))?;
+    let servers = config::parse_servers(&args.server);
+    let credential =
+        reef_node::credential::obtain(servers.clone(), &token, &args.name, &args.data_dir).await?;
+    let client = Client::new(servers, Some(credential))?;
     let ingress = bind("ingress", &args.ingress).await?;
     let ingress_addr = ingress.local_addr().map_err(anyhow::Error::from)?;
     let listen = bind("listen", &args.listen).await?;

@@ -8,6 +8,7 @@ mod admin;
 mod daemons;
 mod ops;
 mod output;
+mod tokens;
 mod verbs;
 
 use clap::{Parser, Subcommand};
@@ -136,6 +137,11 @@ enum Command {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Tenants' bearer tokens: create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
     /// Cluster operations: members, backup, restore.
     Admin {
         #[command(subcommand)]
@@ -214,6 +220,7 @@ fn main() -> ExitCode {
                 previous,
             } => verbs::logs(&pod, namespace, follow, previous).await,
             Command::Admin { command } => admin::run(command).await,
+            Command::Token { command } => tokens::run(command).await,
             Command::Cordon { node } => ops::cordon(&node, true).await,
             Command::Uncordon { node } => ops::cordon(&node, false).await,
             Command::Drain { node, timeout } => ops::drain(&node, timeout.0).await,

@@ -56,9 +56,27 @@ pub async fn apply(file: &Path, namespace: Option<String>, wait: bool) -> CliRes
 /// Uploads the manifest's components that the cluster lacks, then applies its objects.
 pub async fn apply_manifest(client: &Client, manifest: &manifest::Manifest) -> CliResult {
     for component in &manifest.components {
-        if !client.blob_exists(&component.digest).await? {
+        // Each namespace that runs it must hold it: a tenant's pods run only
+        // components uploaded to the tenant.
+        let mut namespaces: Vec<&str> = manifest
+            .objects
+            .iter()
+            .filter(|o| {
+                o.spec
+                    .pointer("/template/component")
+                    .and_then(|c| c.as_str())
+                    == Some(component.digest.as_str())
+            })
+            .map(|o| o.namespace())
+            .collect();
+        namespaces.sort_unstable();
+        namespaces.dedup();
+        for namespace in namespaces {
+            if client.blob_exists(&component.digest, namespace).await? {
+                continue;
+            }
             client
-                .put_blob(&component.digest, component.bytes.clone())
+                .put_blob(&component.digest, component.bytes.clone(), namespace)
                 .await?;
             println!(
                 "blob/{} uploaded ({} bytes, {})",

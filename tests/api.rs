@@ -163,10 +163,15 @@ async fn blobs_auth_roles_and_health() {
     let node = Api::new(&cluster, cluster.join_token());
     let base = format!("http://{}", cluster.api);
 
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/healthz", "/readyz"] {
         let response = reqwest::get(format!("{base}{path}")).await.expect("GET");
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
+    // Metrics count every tenant's objects: a token is needed.
+    let response = reqwest::get(format!("{base}/metrics")).await.expect("GET");
+    assert_eq!(response.status().as_u16(), 401);
+    let (status, _) = admin.send(reqwest::Method::GET, "/metrics", None).await;
+    assert_eq!(status, 200);
 
     // Blobs: the digest is verified, bytes round-trip.
     let bytes = b"\0asm not really a component".to_vec();
@@ -189,17 +194,17 @@ async fn blobs_auth_roles_and_health() {
             .as_u16(),
         200
     );
-    let fetched = node
+    let fetched = admin
         .http
         .get(format!("{base}/api/v1/blobs/{digest}"))
-        .bearer_auth(&node.token)
+        .bearer_auth(&admin.token)
         .send()
         .await
         .expect("GET blob");
     assert_eq!(fetched.status().as_u16(), 200);
     assert_eq!(fetched.bytes().await.expect("bytes").to_vec(), bytes);
 
-    // Roles: the join token reads but may not change workloads.
+    // Roles: the join token only registers nodes; it reads nothing.
     let (status, _) = node
         .send(
             reqwest::Method::GET,
@@ -207,7 +212,7 @@ async fn blobs_auth_roles_and_health() {
             None,
         )
         .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 403);
     let (status, body) = node
         .send(
             reqwest::Method::PUT,
@@ -273,7 +278,7 @@ async fn blobs_auth_roles_and_health() {
             reqwest::Method::PUT,
             "/api/v1/namespaces/nowhere/services/x",
             Some(json!({
-                "kind": "Service", "metadata": {"name": "x"}, "spec": {"selector": {"a": "b"}}
+                "kind": "Service", "metadata": {"name": "x"}, "spec": {"selector": {"a": "b"}, "host": "x.local"}
             })),
         )
         .await;

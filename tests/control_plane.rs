@@ -448,6 +448,30 @@ async fn backup_under_writes_restores_the_backup_point() {
     assert_eq!(members.len(), 1);
     assert_eq!((members[0].id, members[0].role.as_str()), (7, "leader"));
 
+    // The restored member has a Raft secret of its own: a member of the old
+    // cluster (which holds the old one) cannot speak Raft to it.
+    let old_secret =
+        std::fs::read_to_string(cp.member_dir(0).join("raft.secret")).expect("old raft.secret");
+    let new_secret =
+        std::fs::read_to_string(restored_dir.join("raft.secret")).expect("new raft.secret");
+    assert_ne!(
+        old_secret.trim(),
+        new_secret.trim(),
+        "restore must mint a new Raft secret"
+    );
+    let vote = reqwest::Client::new()
+        .post(format!("http://{address}/raft/vote"))
+        .bearer_auth(old_secret.trim())
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .expect("POST /raft/vote");
+    assert_eq!(
+        vote.status().as_u16(),
+        401,
+        "the old cluster's secret must be refused"
+    );
+
     // A damaged backup is refused and creates nothing.
     let mut bytes = std::fs::read(&backup).expect("backup bytes");
     let middle = bytes.len() / 2;

@@ -65,7 +65,7 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
                 "--join",
                 &join_url,
                 "--join-token-file",
-                "/first/join.token",
+                "/first/member.token",
             ]);
         }
         let mounts = vec![
@@ -76,7 +76,7 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         // The first member is ready for joiners once it has written its tokens;
         // the others once they serve reads.
         let ready = if i == 0 {
-            dirs[0].join("join.token")
+            dirs[0].join("member.token")
         } else {
             dirs[i].join("raft.secret")
         };

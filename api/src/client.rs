@@ -289,11 +289,16 @@ impl Client {
         .await
     }
 
-    pub async fn blob_exists(&self, digest: &str) -> Result<bool> {
+    /// Whether the cluster holds `digest` for `namespace` (a tenant's
+    /// namespace runs only components uploaded to it).
+    pub async fn blob_exists(&self, digest: &str, namespace: &str) -> Result<bool> {
         match self
             .send(
                 reqwest::Method::HEAD,
-                &format!("/api/v1/blobs/{digest}"),
+                &with_query(
+                    format!("/api/v1/blobs/{digest}"),
+                    &[("namespace", namespace)],
+                ),
                 None,
                 None,
             )
@@ -305,10 +310,14 @@ impl Client {
         }
     }
 
-    pub async fn put_blob(&self, digest: &str, bytes: Vec<u8>) -> Result<()> {
+    /// Uploads a component's bytes into `namespace`.
+    pub async fn put_blob(&self, digest: &str, bytes: Vec<u8>, namespace: &str) -> Result<()> {
         self.send(
             reqwest::Method::PUT,
-            &format!("/api/v1/blobs/{digest}"),
+            &with_query(
+                format!("/api/v1/blobs/{digest}"),
+                &[("namespace", namespace)],
+            ),
             Some((Bytes::from(bytes), "application/wasm")),
             Some(Duration::from_secs(300)),
         )
@@ -448,6 +457,52 @@ impl Client {
             )
             .await?;
         Ok(answer.secret)
+    }
+
+    /// Exchanges this client's join token for node `node`'s own credential.
+    pub async fn node_credential(&self, node: &str) -> Result<String> {
+        #[derive(serde::Deserialize)]
+        struct Issued {
+            token: String,
+        }
+        let issued: Issued = self
+            .json(
+                reqwest::Method::POST,
+                &format!("/api/v1/nodes/{node}/credential"),
+                None::<&()>,
+            )
+            .await?;
+        Ok(issued.token)
+    }
+
+    /// Mints a tenant token (shown once).
+    pub async fn create_token(
+        &self,
+        request: &crate::identity::TokenRequest,
+    ) -> Result<crate::identity::IssuedToken> {
+        self.json(reqwest::Method::POST, "/api/v1/tokens", Some(request))
+            .await
+    }
+
+    /// Tokens the caller may manage, without their secrets.
+    pub async fn list_tokens(&self) -> Result<Vec<crate::identity::TokenInfo>> {
+        #[derive(serde::Deserialize)]
+        struct Tokens {
+            items: Vec<crate::identity::TokenInfo>,
+        }
+        let tokens: Tokens = self
+            .json(reqwest::Method::GET, "/api/v1/tokens", None::<&()>)
+            .await?;
+        Ok(tokens.items)
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<crate::identity::TokenInfo> {
+        self.json(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            None::<&()>,
+        )
+        .await
     }
 
     /// A raw GET for endpoints without a typed helper (logs, metrics).

@@ -8,9 +8,12 @@
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod identity;
+pub mod limits;
 pub mod manifest;
 pub mod quantity;
 pub mod resource;
+pub mod signing;
 pub mod suggest;
 pub mod validate;
 

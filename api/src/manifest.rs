@@ -142,6 +142,8 @@ struct TenantManifest {
     cpu: Option<Cpu>,
     memory: Option<Memory>,
     pods: Option<u32>,
+    deployments: Option<u32>,
+    services: Option<u32>,
 }
 
 /// Whether parsing reads the component files a manifest names.
@@ -540,6 +542,8 @@ impl Builder<'_> {
             cpu: t.cpu,
             memory: t.memory,
             pods: t.pods,
+            deployments: t.deployments,
+            services: t.services,
         };
         self.push(Kind::Tenant, metadata, spec);
     }

@@ -471,7 +471,9 @@ pub struct BlobSpec {
     pub size: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A tenant's quota: each limit caps the sum over its namespace; an absent
+/// limit does not cap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,6 +482,35 @@ pub struct TenantSpec {
     pub memory: Option<Memory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<u32>,
+}
+
+/// What a tenant's objects ask for, as its quota counts it: deployments'
+/// replicas (autoscale: `max`) times their pods' cpu and memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    #[serde(default)]
+    pub cpu: Cpu,
+    #[serde(default)]
+    pub memory: Memory,
+    #[serde(default)]
+    pub pods: u64,
+    #[serde(default)]
+    pub deployments: u64,
+    #[serde(default)]
+    pub services: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStatus {
+    /// As of the last admitted write in the namespace.
+    #[serde(default)]
+    pub used: Usage,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -508,7 +539,7 @@ pub type Pod = Object<PodSpec, PodStatus>;
 pub type Service = Object<ServiceSpec, ServiceStatus>;
 pub type Node = Object<NodeSpec, NodeStatus>;
 pub type Blob = Object<BlobSpec, Value>;
-pub type Tenant = Object<TenantSpec, Value>;
+pub type Tenant = Object<TenantSpec, TenantStatus>;
 pub type Event = Object<EventSpec, Value>;
 
 /// A list answer: the items and the revision to start a watch from.

@@ -62,7 +62,7 @@ impl ReefCluster {
             if i == 0 {
                 // Joiners need the first member's tokens.
                 wait_for_file(
-                    &cluster.dirs[0].join("join.token"),
+                    &cluster.dirs[0].join("member.token"),
                     Duration::from_secs(120),
                 )
                 .await?;
@@ -125,7 +125,7 @@ impl ReefCluster {
         } else {
             cmd.args(["--join", &self.urls[0]])
                 .arg("--join-token-file")
-                .arg(self.dirs[0].join("join.token"));
+                .arg(self.dirs[0].join("member.token"));
         }
         self.processes.0[i] = Some(cmd.spawn().context("starting reef control-plane")?);
         Ok(())

@@ -6,8 +6,10 @@
 
 pub mod apiserver;
 pub mod controllers;
+pub mod credentials;
 pub mod events;
 pub mod member;
+pub mod quota;
 mod reconcile;
 pub mod registry;
 pub mod scheduler;

@@ -2,15 +2,16 @@
 //! controllers, serving on one port (API and Raft share it).
 //!
 //! A member with an empty data dir either starts a cluster (`Bootstrap::Init`) or
-//! joins one (`Bootstrap::Join`: fetch the Raft secret with the join token, start
-//! serving, ask any member to add it; it becomes a learner, catches up, then a
-//! voter). A member whose data dir holds state resumes and ignores both.
+//! joins one (`Bootstrap::Join`: fetch the Raft secret with the member token,
+//! start serving, ask any member to add it; it becomes a learner, catches up,
+//! then a voter). A member whose data dir holds state resumes and ignores both.
 
-use crate::apiserver::cluster::{JoinInfo, RAFT_SECRET_KEY};
-use crate::apiserver::{self, auth, ApiConfig};
+use crate::apiserver::cluster::JoinInfo;
+use crate::apiserver::{self, ApiConfig};
+use crate::credentials::{self, BootstrapTokens, Credentials};
 use crate::registry::Registry;
 use crate::scheduler::{plan::Policy, Scheduler};
-use crate::store::{Check, Op, Store, StoreConfig, Txn};
+use crate::store::{Store, StoreConfig};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ pub enum Bootstrap {
     Resume,
     /// Start a new cluster with this member as its only voter.
     Init,
-    /// Join the cluster that `url` (any member) belongs to.
+    /// Join the cluster that `url` (any member) belongs to, with the member token.
     Join { url: String, token: String },
 }
 
@@ -50,8 +51,8 @@ pub struct Member {
     pub store: Arc<Store>,
     pub registry: Registry,
     pub address: SocketAddr,
-    /// The admin and join tokens, for a member that created the cluster.
-    pub tokens: Option<auth::BootstrapTokens>,
+    /// The admin, join and member tokens, for a member that created the cluster.
+    pub tokens: Option<BootstrapTokens>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,7 +67,7 @@ async fn raft_secret(data_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Result<S
         }
     }
     let secret = match bootstrap {
-        Bootstrap::Init => auth::new_token(),
+        Bootstrap::Init => credentials::new_secret(),
         Bootstrap::Join { url, token } => fetch_join_info(url, token).await?.raft_secret,
         Bootstrap::Resume => bail!(
             "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
@@ -172,11 +173,15 @@ impl Member {
             (Bootstrap::Resume, _) => {}
         }
         wait_for_leader(&store).await;
+        let credentials = Credentials::new(store.clone());
         if store.is_leader() {
-            publish_secret(&store, &secret).await?;
+            credentials
+                .publish_raft_secret(&secret)
+                .await
+                .context("publishing the Raft secret")?;
         }
         let tokens = match config.bootstrap {
-            Bootstrap::Init => Some(auth::bootstrap(&registry, &config.data_dir).await?),
+            Bootstrap::Init => Some(credentials.bootstrap(&config.data_dir).await?),
             _ => None,
         };
         let mut tasks = vec![server];
@@ -201,39 +206,6 @@ impl Member {
             tracing::warn!("store shutdown: {e}");
         }
     }
-}
-
-/// Makes the key space hold this member's Raft secret, so joiners fetch it and
-/// backups carry it. Normally a no-op; after a restore (which mints a new secret,
-/// so members of the old cluster cannot reach the restored one) it updates it.
-async fn publish_secret(store: &Store, secret: &str) -> anyhow::Result<()> {
-    let current = store.get(RAFT_SECRET_KEY)?;
-    if current
-        .as_ref()
-        .is_some_and(|kv| kv.value == secret.as_bytes())
-    {
-        return Ok(());
-    }
-    let check = match &current {
-        Some(kv) => Check::ModRevision {
-            key: RAFT_SECRET_KEY.to_string(),
-            revision: kv.mod_revision,
-        },
-        None => Check::Absent {
-            key: RAFT_SECRET_KEY.to_string(),
-        },
-    };
-    store
-        .txn(Txn {
-            checks: vec![check],
-            ops: vec![Op::Put {
-                key: RAFT_SECRET_KEY.to_string(),
-                value: secret.as_bytes().to_vec(),
-            }],
-        })
-        .await
-        .context("publishing the Raft secret")?;
-    Ok(())
 }
 
 fn is_learner(store: &Store, id: u64) -> bool {

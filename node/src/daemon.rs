@@ -6,7 +6,7 @@
 use crate::agent::{Agent, AgentConfig};
 use crate::logs::{LogLimits, NodeLogs};
 use crate::pods::PodTable;
-use crate::proxy::internal::NodeAccess;
+use crate::proxy::access::NodeAccess;
 use crate::proxy::Proxy;
 use crate::runtime::{Runtime, RuntimeConfig};
 use reef_api::Client;

@@ -7,8 +7,10 @@ use http_body_util::{combinators::BoxBody, BodyExt as _, Empty, Full, StreamBody
 use hyper::body::Frame;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use reef_api::signing::{sign, SIGNATURE_HEADER};
 use reef_api::Service;
 use reef_node::pods::{pod_key, PodTable};
+use reef_node::proxy::access::NodeAccess;
 use reef_node::proxy::routes::RouteTable;
 use reef_node::proxy::Proxy;
 use reef_node::runtime::{digest_of, HttpComponent, HttpPod, PodSettings, Runtime, RuntimeConfig};
@@ -17,6 +19,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::net::{TcpListener, TcpStream};
 
 type TestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The node-access key every test node shares.
+const KEY: &str = "test-node-access-key";
 
 mod common;
 
@@ -56,7 +61,7 @@ struct TestNode {
 impl TestNode {
     async fn start(name: &str) -> TestNode {
         let pods = PodTable::default();
-        let proxy = Proxy::new(name.to_string(), pods.clone());
+        let proxy = Proxy::new(name.to_string(), pods.clone(), NodeAccess::with_key(KEY));
         let ingress = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listen = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (ingress_addr, listen_addr) =
@@ -197,12 +202,20 @@ async fn a_forwarded_request_for_a_pod_not_here_is_refused_not_forwarded() {
     a.proxy.set_routes(table());
     b.proxy.set_routes(table());
 
-    let req = get("/")
-        .header("x-reef-pod", "default/app-a")
-        .header("x-reef-forwarded-by", "a")
-        .body(empty())
-        .unwrap();
-    let (status, body) = send(b.listen, req).await;
+    let forwarded = |signature: Option<String>| {
+        let mut req = get("/")
+            .header("x-reef-pod", "default/app-a")
+            .header("x-reef-forwarded-by", "a");
+        if let Some(signature) = signature {
+            req = req.header(SIGNATURE_HEADER, signature);
+        }
+        req.body(empty()).unwrap()
+    };
+    let (status, body) = send(
+        b.listen,
+        forwarded(Some(sign(KEY, "a", "GET", "/", "default/app-a"))),
+    )
+    .await;
     let body = text(&body);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
@@ -211,7 +224,11 @@ async fn a_forwarded_request_for_a_pod_not_here_is_refused_not_forwarded() {
     );
 
     // Without a pod name the listen port has nothing to dispatch to.
-    let (status, _) = send(b.listen, get("/").body(empty()).unwrap()).await;
+    let bare = get("/")
+        .header(SIGNATURE_HEADER, sign(KEY, "a", "GET", "/", ""))
+        .body(empty())
+        .unwrap();
+    let (status, _) = send(b.listen, bare).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // The same request through b's ingress is forwarded, once, and served on a.
@@ -334,4 +351,53 @@ async fn a_large_body_streams_through_a_forward_intact() {
     let (status, body) = send(a.ingress, req).await;
     assert_eq!(status, StatusCode::OK, "{}", text(&body));
     assert!(body == payload, "the echoed chunked body differs");
+}
+
+#[tokio::test]
+async fn the_listen_port_refuses_requests_without_a_valid_signature() {
+    let a = TestNode::start("a").await;
+    a.run_pod("app-a").await;
+    a.proxy.set_routes(routes(&[a.endpoint("app-a")]));
+    let naming = |signature: Option<String>, path: &str| {
+        let mut req = get(path).header("x-reef-pod", "default/app-a");
+        if let Some(signature) = signature {
+            req = req.header(SIGNATURE_HEADER, signature);
+        }
+        req.body(empty()).unwrap()
+    };
+    // A stranger naming the pod: no signature, a wrong key, another pod's, a replay to another path.
+    for (signature, why) in [
+        (None, "missing signature"),
+        (
+            Some(sign("not-the-key", "a", "GET", "/", "default/app-a")),
+            "wrong signature",
+        ),
+        (
+            Some(sign(KEY, "a", "GET", "/", "default/other")),
+            "wrong signature",
+        ),
+        (
+            Some(sign(KEY, "a", "GET", "/elsewhere", "default/app-a")),
+            "wrong signature",
+        ),
+    ] {
+        let (status, body) = send(a.listen, naming(signature, "/")).await;
+        let body = text(&body);
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains(why), "{body}");
+    }
+    // Logs likewise.
+    let (status, _) = send(
+        a.listen,
+        get("/_reef/logs/default/app-a").body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Signed, it is served.
+    let (status, body) = send(
+        a.listen,
+        naming(Some(sign(KEY, "b", "GET", "/", "default/app-a")), "/"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
 }

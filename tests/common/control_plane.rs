@@ -91,7 +91,7 @@ impl ControlPlane {
             cp.launch(i);
             if i == 0 {
                 cp.wait_ready(0).await;
-                let token = cp.join_token_file();
+                let token = cp.member_token_file();
                 eventually(
                     "the first member to write its tokens",
                     Duration::from_secs(60),
@@ -118,13 +118,21 @@ impl ControlPlane {
                 "--join".into(),
                 self.members[0].url(),
                 "--join-token-file".into(),
-                self.join_token_file().display().to_string(),
+                self.member_token_file().display().to_string(),
             ]
         }
     }
 
     pub fn join_token_file(&self) -> PathBuf {
         self.members[0].dir.join("join.token")
+    }
+
+    pub fn member_dir(&self, index: usize) -> PathBuf {
+        self.members[index].dir.clone()
+    }
+
+    pub fn member_token_file(&self) -> PathBuf {
+        self.members[0].dir.join("member.token")
     }
 
     pub fn admin_token(&self) -> String {

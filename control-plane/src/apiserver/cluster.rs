@@ -1,21 +1,16 @@
 //! Cluster operations over HTTP: membership, the join handshake and backups.
 
-use super::auth::Role;
 use super::error::{ApiFailure, ApiResult};
-use super::{ApiState, Caller};
+use super::ApiState;
 use crate::registry::RegistryError;
 use crate::store::{MemberRole, StoreError};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// Where the Raft secret lives in the key space, so every member and every
-/// backup carries it; joiners fetch it with the join token.
-pub const RAFT_SECRET_KEY: &str = "/cluster/raft-secret";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberView {
@@ -37,19 +32,11 @@ pub struct JoinInfo {
     pub raft_secret: String,
 }
 
-fn admin_only(caller: &Caller) -> ApiResult<()> {
-    match caller.role {
-        Role::Admin => Ok(()),
-        Role::Node => Err(ApiFailure::forbidden("only the admin token may do this")),
-    }
-}
-
 fn store_error(e: StoreError) -> ApiFailure {
     ApiFailure(RegistryError::from(e))
 }
 
 type S = State<Arc<ApiState>>;
-type C = Extension<Caller>;
 
 pub async fn members(State(state): S) -> ApiResult<Response> {
     let members: Vec<MemberView> = state
@@ -71,8 +58,8 @@ pub async fn members(State(state): S) -> ApiResult<Response> {
     Ok(Json(members).into_response())
 }
 
-/// Adds a member: learner first, voter once caught up. The join token may do this,
-/// as that is how a new `reef control-plane --join` introduces itself.
+/// Adds a member: learner first, voter once caught up. The member token may do
+/// this, as that is how a new `reef control-plane --join` introduces itself.
 pub async fn add_member(State(state): S, body: axum::body::Bytes) -> ApiResult<Response> {
     let request: JoinRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiFailure::invalid(
@@ -98,12 +85,7 @@ pub async fn add_member(State(state): S, body: axum::body::Bytes) -> ApiResult<R
     members(State(state)).await
 }
 
-pub async fn remove_member(
-    State(state): S,
-    Extension(caller): C,
-    Path(id): Path<u64>,
-) -> ApiResult<Response> {
-    admin_only(&caller)?;
+pub async fn remove_member(State(state): S, Path(id): Path<u64>) -> ApiResult<Response> {
     state
         .registry
         .store()
@@ -113,24 +95,19 @@ pub async fn remove_member(
     members(State(state)).await
 }
 
-/// What a joining member needs before it can take part in Raft.
+/// What a joining member needs before it can take part in Raft (member token only).
 pub async fn join_info(State(state): S) -> ApiResult<Response> {
-    let secret = state
-        .registry
-        .store()
-        .get(RAFT_SECRET_KEY)
-        .map_err(store_error)?
+    let raft_secret = state
+        .credentials
+        .raft_secret()?
         .ok_or_else(|| RegistryError::Unavailable("the cluster has no Raft secret yet".into()))?;
-    let raft_secret = String::from_utf8(secret.value)
-        .map_err(|_| RegistryError::Internal("the stored Raft secret is not text".into()))?;
     Ok(Json(JoinInfo { raft_secret }).into_response())
 }
 
 /// A consistent backup of the key space and blobs. Written to a temporary file
 /// first (never held in memory), then streamed with its revision and checksum in
 /// headers.
-pub async fn backup(State(state): S, Extension(caller): C) -> ApiResult<Response> {
-    admin_only(&caller)?;
+pub async fn backup(State(state): S) -> ApiResult<Response> {
     let store = state.registry.store().clone();
     store
         .read_barrier()

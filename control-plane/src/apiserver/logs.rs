@@ -1,61 +1,29 @@
 //! Pod logs through the API server: `GET …/pods/{name}/log[?follow=1][&previous=1]`.
 //!
-//! Logs live on the pod's node, so the member authorises the caller, finds the
-//! node, and relays the node's answer as it streams. Nodes take such requests
-//! only with the cluster's node-access secret, which nodes fetch with their
-//! join token and which no other API accepts: a leaked one reads logs, nothing
-//! more.
+//! Logs live on the pod's node, so the member (after the gate authorised its
+//! caller) finds the node and relays the node's answer as it streams. The
+//! request to the node is signed with the node-access key
+//! ([`reef_api::signing`]), which nodes fetch with their own credential and
+//! no tenant can read; the client follows no redirects, so a node address
+//! can only ever mean that node's own port.
 
-use super::auth::{new_token, Role};
 use super::error::{ApiFailure, ApiResult};
-use super::objects::{authorize, linearizable, Action};
-use super::{ApiState, Caller};
+use super::objects::linearizable;
+use super::ApiState;
 use crate::registry::RegistryError;
-use crate::store::{Check, Op, Txn};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use reef_api::client::NodeAccess;
 use reef_api::{ApiError, Kind, Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Where the node-access secret lives in the key space (replicated, backed up).
-const NODE_ACCESS_KEY: &str = "/cluster/node-access";
-
-/// The node-access secret, minted on first use.
-async fn node_access_secret(state: &ApiState) -> ApiResult<String> {
-    let store = state.registry.store();
-    if let Some(kv) = store.get(NODE_ACCESS_KEY).map_err(RegistryError::from)? {
-        return Ok(String::from_utf8_lossy(&kv.value).into_owned());
-    }
-    let secret = new_token();
-    // Only if still absent: two members minting at once agree on the first.
-    store
-        .txn(Txn {
-            checks: vec![Check::Absent {
-                key: NODE_ACCESS_KEY.into(),
-            }],
-            ops: vec![Op::Put {
-                key: NODE_ACCESS_KEY.into(),
-                value: secret.clone().into_bytes(),
-            }],
-        })
-        .await
-        .map_err(RegistryError::from)?;
-    let kv = store
-        .get(NODE_ACCESS_KEY)
-        .map_err(RegistryError::from)?
-        .ok_or_else(|| {
-            ApiFailure(RegistryError::Internal(
-                "node-access secret vanished".into(),
-            ))
-        })?;
-    Ok(String::from_utf8_lossy(&kv.value).into_owned())
-}
+/// Who signs the control plane's requests to nodes.
+const SIGNER: &str = "control-plane";
 
 /// One pooled client to the nodes, made on first use.
 fn node_client() -> ApiResult<&'static reqwest::Client> {
@@ -65,22 +33,17 @@ fn node_client() -> ApiResult<&'static reqwest::Client> {
     }
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()
         .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
     Ok(CLIENT.get_or_init(|| client))
 }
 
 /// `GET /api/v1/cluster/node-access`: for nodes (and admins).
-pub async fn node_access(
-    State(state): State<Arc<ApiState>>,
-    Extension(caller): Extension<Caller>,
-) -> ApiResult<Response> {
-    // Exhaustive on purpose: a new role must decide whether it may see this.
-    match caller.role {
-        Role::Admin | Role::Node => {}
-    }
+pub async fn node_access(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
     linearizable(&state).await?;
-    let secret = node_access_secret(&state).await?;
+    let secret = state.credentials.node_access_key().await?;
     Ok(Json(NodeAccess { secret }).into_response())
 }
 
@@ -100,11 +63,9 @@ fn gateway(status: StatusCode, message: String) -> Response {
 /// `GET /api/v1/namespaces/{ns}/pods/{name}/log`.
 pub async fn pod_log(
     State(state): State<Arc<ApiState>>,
-    Extension(caller): Extension<Caller>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    authorize(&caller, Action::Read, Kind::Pod)?;
     linearizable(&state).await?;
     let pod: Pod = state
         .registry
@@ -122,7 +83,7 @@ pub async fn pod_log(
         .get(Kind::Node, None, &node_name)?
         .typed::<NodeSpec, NodeStatus>()
         .map_err(|e| ApiFailure(RegistryError::Internal(e.to_string())))?;
-    if node.spec.address.is_empty() {
+    if reef_api::validate::host_port(&node.spec.address).is_err() {
         // Not 503: that would make clients try other members, which know no better.
         return Ok(gateway(
             StatusCode::BAD_GATEWAY,
@@ -131,15 +92,21 @@ pub async fn pod_log(
     }
     let flag = |name: &str| query.get(name).is_some_and(|v| v == "1" || v == "true");
     let (follow, previous) = (flag("follow"), flag("previous"));
-    let secret = node_access_secret(&state).await?;
-    let url = format!(
-        "http://{}/_reef/logs/{namespace}/{name}?uid={}&follow={}&previous={}",
-        node.spec.address,
+    let key = state.credentials.node_access_key().await?;
+    let target = format!(
+        "/_reef/logs/{namespace}/{name}?uid={}&follow={}&previous={}",
         pod.metadata.uid,
         u8::from(follow),
         u8::from(previous)
     );
-    let answer = match node_client()?.get(&url).bearer_auth(&secret).send().await {
+    let signature = reef_api::signing::sign(&key, SIGNER, "GET", &target, "");
+    let url = format!("http://{}{target}", node.spec.address);
+    let answer = match node_client()?
+        .get(&url)
+        .header(reef_api::signing::SIGNATURE_HEADER, signature)
+        .send()
+        .await
+    {
         Ok(answer) => answer,
         Err(e) => {
             return Ok(gateway(

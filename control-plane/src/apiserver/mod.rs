@@ -1,22 +1,24 @@
 //! The API server (DESIGN §6): HTTP in front of the [`Registry`].
 //!
-//! Order of the stack, outermost first: body limit → authentication (bearer token →
-//! role) → handler (authorisation by role, then the registry does validation,
-//! admission and the compare-and-swap write). Raft RPCs share the port but not the
-//! authentication: they carry the cluster secret.
+//! Order of the stack for `/api/v1/*`, outermost first: body limit → the gate
+//! (bearer token → identity, then the one authorizer, [`authz`]) → handler (the
+//! registry does validation, admission and the compare-and-swap write). Health
+//! checks and the OpenAPI document need no token. Raft RPCs share the port but
+//! not the gate: they carry the Raft secret, which only members hold.
 
-pub mod auth;
+pub mod authz;
 mod blobs;
 pub mod cluster;
 mod error;
 mod filter;
 mod logs;
 mod objects;
+mod tokens;
 mod watch;
 
+use crate::credentials::{Authenticated, Credentials};
 use crate::registry::Registry;
-use auth::Role;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -24,29 +26,31 @@ use axum::routing::{get, post};
 use axum::Router;
 use error::ApiFailure;
 use reef_api::Kind;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiResult;
 
-/// Largest JSON request body: a manifest of thousands of objects fits easily.
-const JSON_BODY_LIMIT: usize = 8 << 20;
+/// Largest JSON request body: a manifest of hundreds of objects fits easily.
+pub const JSON_BODY_LIMIT: usize = 8 << 20;
 
 /// Who is calling, as established by the bearer token.
-#[derive(Clone, Copy, Debug)]
-pub struct Caller {
-    pub role: Role,
-}
+pub type Caller = Authenticated;
 
 pub struct ApiState {
     pub registry: Registry,
+    pub credentials: Credentials,
     pub max_blob_size: usize,
     pub bookmark_interval: Duration,
+    pub watches: watch::WatchLimits,
 }
 
 pub struct ApiConfig {
     pub max_blob_size: usize,
     pub bookmark_interval: Duration,
+    /// Open watch streams one token may hold.
+    pub max_watches_per_token: usize,
 }
 
 impl Default for ApiConfig {
@@ -54,41 +58,68 @@ impl Default for ApiConfig {
         ApiConfig {
             max_blob_size: 64 << 20,
             bookmark_interval: Duration::from_secs(10),
+            max_watches_per_token: 100,
         }
     }
 }
 
-async fn authenticate(
-    State(state): State<Arc<ApiState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let role = match token {
-        Some(token) => auth::role_of(&state.registry, token),
-        None => Ok(None),
+fn unauthorized(message: &str) -> Response {
+    let body = reef_api::ApiError {
+        code: 401,
+        reason: "Unauthorized".into(),
+        message: message.into(),
+        field: None,
     };
-    match role {
-        Ok(Some(role)) => {
-            request.extensions_mut().insert(Caller { role });
-            next.run(request).await
+    (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+}
+
+/// Authenticates the bearer token, then asks the authorizer; only a request
+/// both let through reaches a handler, with its [`Caller`] attached.
+async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION);
+    let token = match header.map(|v| v.to_str().map(|v| v.strip_prefix("Bearer "))) {
+        None => return unauthorized(
+            "missing bearer token: use the admin token from `reef up` (in the client config), a token from `reef token create`, or REEF_TOKEN",
+        ),
+        Some(Ok(Some(token))) if !token.trim().is_empty() => token.trim(),
+        Some(_) => return unauthorized("malformed Authorization header: expected `Bearer TOKEN`"),
+    };
+    let caller = match state.credentials.authenticate(token) {
+        Ok(Some(caller)) => caller,
+        Ok(None) => return unauthorized("unknown, revoked or expired token"),
+        Err(e) => return ApiFailure(e).into_response(),
+    };
+    let query = Query::<HashMap<String, String>>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .unwrap_or_default();
+    let Some(asked) = authz::classify(request.method(), request.uri().path(), &query) else {
+        return ApiFailure::not_found(format!(
+            "no route {} {}",
+            request.method(),
+            request.uri().path()
+        ))
+        .into_response();
+    };
+    let allowed = match authz::decide(&caller.identity, &asked) {
+        authz::Decision::Allow => true,
+        authz::Decision::Deny => false,
+        authz::Decision::AllowIf(condition) => {
+            match authz::holds(&condition, &state.registry).await {
+                Ok(holds) => holds,
+                Err(e) => return ApiFailure(e).into_response(),
+            }
         }
-        Ok(None) => {
-            let body = reef_api::ApiError {
-                code: 401,
-                reason: "Unauthorized".into(),
-                message: "missing or unknown bearer token: use the admin token from `reef up` (in the client config) or REEF_TOKEN".into(),
-                field: None,
-            };
-            (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
-        }
-        Err(e) => ApiFailure(e).into_response(),
+    };
+    if !allowed {
+        return ApiFailure::forbidden(format!(
+            "{} may not do this: {}",
+            caller.identity,
+            error::describe(&asked)
+        ))
+        .into_response();
     }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 async fn healthz() -> &'static str {
@@ -103,7 +134,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-/// A few Prometheus gauges; more arrive with the features that need them.
+/// A few Prometheus gauges (cluster admin only: they count every tenant's objects).
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let store = state.registry.store();
     let progress = store.progress();
@@ -161,10 +192,13 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 /// The whole HTTP surface of a control-plane member.
 pub fn router(registry: Registry, config: ApiConfig) -> Router {
     let raft = registry.store().raft_router();
+    let credentials = Credentials::new(registry.store().clone());
     let state = Arc::new(ApiState {
         registry,
+        credentials,
         max_blob_size: config.max_blob_size,
         bookmark_interval: config.bookmark_interval,
+        watches: watch::WatchLimits::new(config.max_watches_per_token),
     });
     let blob_limit = state.max_blob_size + (1 << 20);
     let api = Router::new()
@@ -177,6 +211,13 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
                 .delete(objects::delete_blob),
         )
         .route("/api/v1/apply", post(objects::apply))
+        .route("/api/v1/whoami", get(tokens::whoami))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route(
+            "/api/v1/nodes/{name}/credential",
+            post(tokens::node_credential),
+        )
         .route(
             "/api/v1/members",
             get(cluster::members).post(cluster::add_member),
@@ -214,16 +255,13 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
             "/api/v1/{kind}/{name}/status",
             axum::routing::put(objects::status_cluster),
         )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         // JSON bodies are small; only blob uploads (above) may be large.
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .merge(api)
         .with_state(state)
         .merge(raft)

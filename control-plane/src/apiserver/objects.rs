@@ -1,9 +1,10 @@
 //! Handlers for objects: list, get, put, the status subresource, delete and apply.
 
-use super::auth::Role;
+use super::authz::{self, Decision, Verb};
 use super::error::{ApiFailure, ApiResult};
 use super::filter::Filter;
 use super::{watch, ApiState, Caller};
+use crate::credentials::Identity;
 use crate::registry::Precondition;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -20,35 +21,6 @@ use std::sync::Arc;
 pub struct Target {
     pub kind: Kind,
     pub namespace: Option<String>,
-}
-
-/// What a caller wants to do, for authorisation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Action {
-    Read,
-    WriteSpec,
-    WriteStatus,
-    Delete,
-}
-
-pub(super) fn authorize(caller: &Caller, action: Action, kind: Kind) -> ApiResult<()> {
-    let allowed = match caller.role {
-        Role::Admin => true,
-        Role::Node => match action {
-            Action::Read => true,
-            Action::WriteSpec => matches!(kind, Kind::Node | Kind::Event),
-            Action::WriteStatus => matches!(kind, Kind::Node | Kind::Pod),
-            Action::Delete => false,
-        },
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(ApiFailure::forbidden(format!(
-            "a node token may not {action:?} {}",
-            kind.plural()
-        )))
-    }
 }
 
 pub fn target(kind: &str, namespace: Option<String>, single: bool) -> ApiResult<Target> {
@@ -72,6 +44,16 @@ pub fn target(kind: &str, namespace: Option<String>, single: bool) -> ApiResult<
     }
 }
 
+/// A tenant's objects live in its namespace: one sent without a namespace goes
+/// there (others get the validator's "needs a namespace").
+fn default_namespace(caller: &super::Caller, obj: &mut RawObject) {
+    if let Identity::Tenant { tenant, .. } = &caller.identity {
+        if obj.kind.namespaced() && obj.metadata.namespace.is_none() {
+            obj.metadata.namespace = Some(tenant.clone());
+        }
+    }
+}
+
 /// GET a collection: a list, or with `watch=1` a stream of changes.
 pub async fn list(
     state: Arc<ApiState>,
@@ -80,10 +62,9 @@ pub async fn list(
     query: HashMap<String, String>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    authorize(&caller, Action::Read, target.kind)?;
     let filter = Filter::from_query(&query)?;
     if query.get("watch").is_some_and(|w| w == "1" || w == "true") {
-        return watch::stream(state, target, filter, &query, &headers);
+        return watch::stream(state, &caller, target, filter, &query, &headers);
     }
     linearizable(&state).await?;
     let (items, resource_version) = state
@@ -97,13 +78,7 @@ pub async fn list(
     .into_response())
 }
 
-pub async fn get(
-    state: Arc<ApiState>,
-    caller: Caller,
-    target: Target,
-    name: String,
-) -> ApiResult<Response> {
-    authorize(&caller, Action::Read, target.kind)?;
+pub async fn get(state: Arc<ApiState>, target: Target, name: String) -> ApiResult<Response> {
     linearizable(&state).await?;
     let obj = state
         .registry
@@ -132,12 +107,10 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
 
 pub async fn put(
     state: Arc<ApiState>,
-    caller: Caller,
     target: Target,
     name: String,
     body: Bytes,
 ) -> ApiResult<Response> {
-    authorize(&caller, Action::WriteSpec, target.kind)?;
     if target.kind == Kind::Blob {
         return Err(ApiFailure::bad_request(
             "blobs are uploaded as bytes with PUT /api/v1/blobs/sha256:HEX",
@@ -207,13 +180,11 @@ fn revision_param(query: &HashMap<String, String>) -> ApiResult<Option<u64>> {
 
 pub async fn put_status(
     state: Arc<ApiState>,
-    caller: Caller,
     target: Target,
     name: String,
     query: HashMap<String, String>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    authorize(&caller, Action::WriteStatus, target.kind)?;
     let status: Value = parse_body(&body)?;
     let revision = revision_param(&query)?;
     let stored = state
@@ -231,12 +202,10 @@ pub async fn put_status(
 
 pub async fn delete(
     state: Arc<ApiState>,
-    caller: Caller,
     target: Target,
     name: String,
     query: HashMap<String, String>,
 ) -> ApiResult<Response> {
-    authorize(&caller, Action::Delete, target.kind)?;
     let revision = revision_param(&query)?;
     let deleted = state
         .registry
@@ -260,12 +229,28 @@ pub async fn apply(
             other => ApiFailure(other),
         }
     })?;
-    for obj in &objects {
-        authorize(&caller, Action::WriteSpec, obj.kind)?;
+    let mut objects = objects;
+    for (i, obj) in objects.iter_mut().enumerate() {
         if obj.kind == Kind::Blob {
             return Err(ApiFailure::bad_request(
                 "blobs are uploaded with PUT /api/v1/blobs/sha256:HEX, not applied",
             ));
+        }
+        default_namespace(&caller, obj);
+        // The same table as every route, asked once per object of the file.
+        let asked = authz::Request::Objects {
+            verb: Verb::Put,
+            kind: obj.kind,
+            namespace: obj.metadata.namespace.clone(),
+            name: Some(obj.metadata.name.clone()),
+            node: None,
+        };
+        if authz::decide(&caller.identity, &asked) != Decision::Allow {
+            return Err(ApiFailure::forbidden(format!(
+                "{} may not do this: items[{i}]: {}",
+                caller.identity,
+                super::error::describe(&asked)
+            )));
         }
     }
     let result = state.registry.apply(&objects).await?;
@@ -298,63 +283,55 @@ pub async fn list_cluster(
 }
 pub async fn get_ns(
     State(s): S,
-    Extension(c): C,
     Path((ns, kind, name)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    get(s, c, target(&kind, Some(ns), true)?, name).await
+    get(s, target(&kind, Some(ns), true)?, name).await
 }
 pub async fn get_cluster(
     State(s): S,
-    Extension(c): C,
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    get(s, c, target(&kind, None, true)?, name).await
+    get(s, target(&kind, None, true)?, name).await
 }
 pub async fn put_ns(
     State(s): S,
-    Extension(c): C,
     Path((ns, kind, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    put(s, c, target(&kind, Some(ns), true)?, name, body).await
+    put(s, target(&kind, Some(ns), true)?, name, body).await
 }
 pub async fn put_cluster(
     State(s): S,
-    Extension(c): C,
     Path((kind, name)): Path<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    put(s, c, target(&kind, None, true)?, name, body).await
+    put(s, target(&kind, None, true)?, name, body).await
 }
 pub async fn status_ns(
     State(s): S,
-    Extension(c): C,
     Path((ns, kind, name)): Path<(String, String, String)>,
     Query(q): Q,
     body: Bytes,
 ) -> ApiResult<Response> {
-    put_status(s, c, target(&kind, Some(ns), true)?, name, q, body).await
+    put_status(s, target(&kind, Some(ns), true)?, name, q, body).await
 }
 pub async fn status_cluster(
     State(s): S,
-    Extension(c): C,
     Path((kind, name)): Path<(String, String)>,
     Query(q): Q,
     body: Bytes,
 ) -> ApiResult<Response> {
-    put_status(s, c, target(&kind, None, true)?, name, q, body).await
+    put_status(s, target(&kind, None, true)?, name, q, body).await
 }
 pub async fn delete_ns(
     State(s): S,
-    Extension(c): C,
     Path((ns, kind, name)): Path<(String, String, String)>,
     Query(q): Q,
 ) -> ApiResult<Response> {
-    delete(s, c, target(&kind, Some(ns), true)?, name, q).await
+    delete(s, target(&kind, Some(ns), true)?, name, q).await
 }
 pub async fn delete_blob(
     State(s): S,
-    Extension(c): C,
     Path(digest): Path<String>,
     Query(q): Q,
 ) -> ApiResult<Response> {
@@ -362,13 +339,12 @@ pub async fn delete_blob(
         kind: Kind::Blob,
         namespace: None,
     };
-    delete(s, c, target, digest, q).await
+    delete(s, target, digest, q).await
 }
 pub async fn delete_cluster(
     State(s): S,
-    Extension(c): C,
     Path((kind, name)): Path<(String, String)>,
     Query(q): Q,
 ) -> ApiResult<Response> {
-    delete(s, c, target(&kind, None, true)?, name, q).await
+    delete(s, target(&kind, None, true)?, name, q).await
 }

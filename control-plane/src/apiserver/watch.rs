@@ -5,8 +5,8 @@
 use super::error::{ApiFailure, ApiResult};
 use super::filter::Filter;
 use super::objects::Target;
-use super::ApiState;
-use crate::registry::Change;
+use super::{ApiState, Caller};
+use crate::registry::{Change, RegistryError};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -14,10 +14,60 @@ use reef_api::{WatchEvent, WatchEventType};
 use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Open watch streams per token: each holds a task, a channel and a share of
+/// the store's fan-out, so one caller must not open them without end.
+pub struct WatchLimits {
+    per_token: usize,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open watch, counted until dropped.
+struct Permit {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    token: String,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+impl WatchLimits {
+    pub fn new(per_token: usize) -> WatchLimits {
+        WatchLimits {
+            per_token,
+            open: Arc::default(),
+        }
+    }
+
+    fn acquire(&self, token: &str) -> ApiResult<Permit> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(token.to_string()).or_default();
+        if *count >= self.per_token {
+            return Err(ApiFailure(RegistryError::TooMany(format!(
+                "this token has {count} watches open, the limit (--max-watches-per-token); close one first"
+            ))));
+        }
+        *count += 1;
+        Ok(Permit {
+            open: self.open.clone(),
+            token: token.to_string(),
+        })
+    }
+}
 
 pub fn stream(
     state: Arc<ApiState>,
+    caller: &Caller,
     target: Target,
     filter: Filter,
     query: &HashMap<String, String>,
@@ -29,6 +79,7 @@ pub fn stream(
         })?,
         None => state.registry.store().revision(),
     };
+    let permit = state.watches.acquire(&caller.token_id)?;
     let mut changes = state
         .registry
         .watch(target.kind, target.namespace.as_deref(), since)?;
@@ -39,6 +90,7 @@ pub fn stream(
     let bookmark_every = state.bookmark_interval;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
+        let _permit = permit;
         // The last revision this stream has fully delivered: a safe resume point.
         let mut delivered = since;
         let mut ticker = tokio::time::interval(bookmark_every);

@@ -32,6 +32,11 @@ use super::rpc::{
 use super::types::{MemberInfo, MemberRole, Node, NodeId, RaftError, Revision, Txn, TxnOutcome};
 use super::Store;
 
+/// The largest transaction proposed as one Raft entry. Entries must cross to
+/// followers within a heartbeat interval; callers split bigger work (blobs go
+/// in 1 MiB chunks, controllers in batches).
+pub const MAX_TXN_BYTES: usize = 8 << 20;
+
 /// Where a leader-only request goes.
 enum Via {
     Local,
@@ -89,6 +94,12 @@ impl Store {
     /// error never means the write did not happen, only that it was not
     /// acknowledged.
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let size = txn.approximate_size();
+        if size > MAX_TXN_BYTES {
+            return Err(StoreError::TooLarge(format!(
+                "a write of {size} bytes is over the store's limit of {MAX_TXN_BYTES} bytes per entry"
+            )));
+        }
         let deadline = Instant::now() + self.request_timeout;
         let mut backoff = Backoff::new();
         let mut hint = None;
@@ -758,9 +769,11 @@ impl Store {
         }
     }
 
-    /// Polls the learner until it has applied `target` (its own report, not
-    /// the leader's replication progress: openraft calls a learner that
-    /// still lags by thousands of entries "up to date").
+    /// Polls the learner until it has applied `target` by its own report and
+    /// the leader has replicated up to `target` to it by its own metrics: the
+    /// first because openraft calls a learner that still lags by thousands of
+    /// entries "up to date", the second because a joiner's word alone must not
+    /// make it a voter.
     async fn wait_caught_up(
         &self,
         id: NodeId,
@@ -781,7 +794,7 @@ impl Store {
                     )));
                 }
                 applied = status.applied;
-                if applied >= target {
+                if applied >= target && self.replicated_to(id) >= target {
                     return Ok(());
                 }
             }
@@ -794,6 +807,18 @@ impl Store {
             }
             sleep_until((now + Duration::from_millis(100)).min(deadline)).await;
         }
+    }
+}
+
+impl Store {
+    /// The last log index the leader knows member `id` holds (0 if none).
+    fn replicated_to(&self, id: NodeId) -> Revision {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(&id).copied().flatten())
+            .map_or(0, |log_id| log_id.index)
     }
 }
 

@@ -24,6 +24,9 @@ pub enum StoreError {
     /// re-using a member id at another address).
     #[error("refused: {0}")]
     Refused(String),
+    /// A transaction over the store's per-entry byte limit: it was not proposed.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("invalid store config: {0}")]
     Config(String),
     #[error("rocksdb: {0}")]

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use openraft::error::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
 
+pub use cluster::MAX_TXN_BYTES;
 pub use error::StoreError;
 pub use types::{
     BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Raft,

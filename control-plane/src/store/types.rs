@@ -47,6 +47,31 @@ pub struct Txn {
     pub ops: Vec<Op>,
 }
 
+impl Txn {
+    /// Bytes of keys and values, plus a little per op: close to the encoded
+    /// size without encoding.
+    pub fn approximate_size(&self) -> usize {
+        let checks: usize = self
+            .checks
+            .iter()
+            .map(|c| match c {
+                Check::Absent { key } | Check::ModRevision { key, .. } => key.len() + 16,
+            })
+            .sum();
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::Put { key, value } => key.len() + value.len() + 16,
+                Op::Delete { key } => key.len() + 8,
+                Op::PutBlobChunk { digest, data, .. } => digest.len() + data.len() + 24,
+                Op::DeleteBlob { digest } => digest.len() + 8,
+            })
+            .sum();
+        checks + ops
+    }
+}
+
 /// What a committed [`Txn`] did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnOutcome {

@@ -30,7 +30,11 @@ pub const FORWARDED_BY_HEADER: &str = "x-reef-forwarded-by";
 
 /// Headers only proxies may set: removed from everything arriving on ingress
 /// and from forwarded requests before a component sees them.
-const INTERNAL: [&str; 2] = [POD_HEADER, FORWARDED_BY_HEADER];
+const INTERNAL: [&str; 3] = [
+    POD_HEADER,
+    FORWARDED_BY_HEADER,
+    reef_api::signing::SIGNATURE_HEADER,
+];
 
 /// Connection-level headers a proxy must not pass on (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -215,6 +219,7 @@ impl Forwarder {
         address: &str,
         pod_key: &str,
         from: &str,
+        access: &super::access::NodeAccess,
     ) -> Result<Response<Incoming>, ForwardError> {
         let path = parts
             .uri
@@ -238,6 +243,12 @@ impl Forwarder {
         };
         headers.insert(POD_HEADER, value(pod_key)?);
         headers.insert(FORWARDED_BY_HEADER, value(from)?);
+        let signature = access
+            .sign(from, parts.method.as_str(), path, pod_key)
+            .ok_or_else(|| {
+                ForwardError::Connect("this node has not fetched the node-access key yet".into())
+            })?;
+        headers.insert(reef_api::signing::SIGNATURE_HEADER, value(&signature)?);
 
         let mut request = Request::new(body.body());
         *request.method_mut() = parts.method.clone();

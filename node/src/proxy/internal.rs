@@ -1,9 +1,9 @@
 //! The node's own endpoints on its `--listen` port, for the control plane:
 //! `GET /_reef/logs/{namespace}/{pod}?uid=U&follow=0|1&previous=0|1`.
 //!
-//! Callers show the cluster's node-access secret (the API server does, after
-//! authorising its own caller); the node fetches that secret from the API
-//! with its join token and refreshes it now and then.
+//! Only signed requests get here (the listen port checks every request's
+//! signature first, see [`super::access`]): the API server signs after
+//! authorising its own caller.
 
 use super::{text, ProxyBody};
 use crate::logs::NodeLogs;
@@ -12,78 +12,12 @@ use futures::StreamExt as _;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response, StatusCode};
-use reef_api::Client;
-use sha2::{Digest as _, Sha256};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 /// Paths under this prefix are the node's own, not a pod's.
 pub const PREFIX: &str = "/_reef/";
 
-/// The secret callers of the node's own endpoints must show.
-#[derive(Clone, Default)]
-pub struct NodeAccess {
-    secret: Arc<RwLock<Option<String>>>,
-}
-
-impl NodeAccess {
-    fn get(&self) -> Option<String> {
-        self.secret
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set(&self, secret: String) {
-        *self.secret.write().unwrap_or_else(|e| e.into_inner()) = Some(secret);
-    }
-
-    /// Fetches the secret, retrying until it succeeds, then refreshes it
-    /// every few minutes; runs until the task ends.
-    pub async fn keep_fetched(self, client: Client) {
-        loop {
-            let wait = match client.node_access().await {
-                Ok(secret) => {
-                    self.set(secret);
-                    Duration::from_secs(300)
-                }
-                Err(e) => {
-                    tracing::debug!("node-access secret not fetched yet: {e}");
-                    Duration::from_secs(2)
-                }
-            };
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Compares hashes, so the time taken says nothing about the secret.
-    fn admits<B>(&self, req: &Request<B>) -> bool {
-        let Some(secret) = self.get() else {
-            return false;
-        };
-        let shown = req
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        Sha256::digest(shown.as_bytes()) == Sha256::digest(secret.as_bytes())
-    }
-}
-
 /// Serves one request for the node's own endpoints.
-pub async fn handle<B>(
-    node: &str,
-    access: &NodeAccess,
-    logs: &NodeLogs,
-    req: Request<B>,
-) -> Response<ProxyBody> {
-    if !access.admits(&req) {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            format!("reef: node {node}: missing or wrong node-access secret"),
-        );
-    }
+pub async fn handle<B>(node: &str, logs: &NodeLogs, req: Request<B>) -> Response<ProxyBody> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("");
     let param = |name: &str| {

@@ -5,10 +5,12 @@
 //! connect moves on to the next endpoint. Answers say why when no pod can take
 //! the request.
 //!
-//! The listen port takes only forwarded requests and dispatches them to pods
-//! in this node's table (retiring ones included, so work routed to a pod being
-//! removed still finishes); it never forwards, which bounds every request to one hop.
+//! The listen port takes only signed requests ([`access`]): forwarded ones,
+//! dispatched to pods in this node's table (retiring ones included, so work
+//! routed to a pod being removed still finishes), and the control plane's log
+//! requests. It never forwards, which bounds every request to one hop.
 
+pub mod access;
 pub mod forward;
 pub mod internal;
 pub mod routes;
@@ -16,6 +18,7 @@ pub mod routes;
 use crate::logs::NodeLogs;
 use crate::pods::{pod_key, PodTable};
 use crate::runtime::{HandleError, HttpPod};
+use access::NodeAccess;
 use bytes::Bytes;
 use forward::{BodySlot, ForwardError, Forwarder, FORWARDED_BY_HEADER, POD_HEADER};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -38,8 +41,10 @@ pub struct Proxy {
     table: RwLock<Arc<RouteTable>>,
     /// One pooled client to the other nodes.
     forwarder: Forwarder,
+    /// Signs what this node forwards, checks what its listen port gets.
+    access: NodeAccess,
     /// The node's own endpoints (logs), when this node serves them.
-    node_endpoints: Option<(NodeLogs, internal::NodeAccess)>,
+    logs: Option<NodeLogs>,
 }
 
 /// Which port a connection came in on.
@@ -79,13 +84,14 @@ fn request_host(req: &Request<Incoming>) -> String {
 }
 
 impl Proxy {
-    pub fn new(node: String, pods: PodTable) -> Arc<Proxy> {
+    pub fn new(node: String, pods: PodTable, access: NodeAccess) -> Arc<Proxy> {
         Arc::new(Proxy {
             node,
             pods,
             table: RwLock::new(Arc::new(RouteTable::default())),
             forwarder: Forwarder::default(),
-            node_endpoints: None,
+            access,
+            logs: None,
         })
     }
 
@@ -94,14 +100,15 @@ impl Proxy {
         node: String,
         pods: PodTable,
         logs: NodeLogs,
-        access: internal::NodeAccess,
+        access: NodeAccess,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
             node,
             pods,
             table: RwLock::new(Arc::new(RouteTable::default())),
             forwarder: Forwarder::default(),
-            node_endpoints: Some((logs, access)),
+            access,
+            logs: Some(logs),
         })
     }
 
@@ -272,7 +279,14 @@ impl Proxy {
             }
             let sent = self
                 .forwarder
-                .forward(&parts, &body, &endpoint.address, &key, &self.node)
+                .forward(
+                    &parts,
+                    &body,
+                    &endpoint.address,
+                    &key,
+                    &self.node,
+                    &self.access,
+                )
                 .await;
             match sent {
                 Ok(response) => {
@@ -345,10 +359,21 @@ impl Proxy {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let Some(key) = header(POD_HEADER) else {
-            if let Some((logs, access)) = &self.node_endpoints {
+        let pod = header(POD_HEADER);
+        // Every request on this port is signed, for the pod it names (or none).
+        if let Err(why) = self.access.verify(&req, pod.as_deref().unwrap_or("")) {
+            return text(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "reef: node {}: {why}: this port takes only requests signed by the cluster's nodes and control plane",
+                    self.node
+                ),
+            );
+        }
+        let Some(key) = pod else {
+            if let Some(logs) = &self.logs {
                 if req.uri().path().starts_with(internal::PREFIX) {
-                    return internal::handle(&self.node, access, logs, req).await;
+                    return internal::handle(&self.node, logs, req).await;
                 }
             }
             return text(

@@ -6,104 +6,23 @@
 //! and optimistic concurrency (every write is a compare-and-swap on the revision it
 //! read). It knows nothing about HTTP or authentication.
 
-use crate::store::{Check, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn};
+mod admission;
+mod blobs;
+mod error;
+mod watch;
+
+pub use admission::blob_claim_key;
+pub use error::{read_error, RegistryError, Result};
+pub use watch::Change;
+
+use crate::store::{Check, KeyValue, Op, Revision, Store, Txn};
+use admission::Pending;
+use error::{at_item, concurrent, stale};
 use rand::Rng;
 use reef_api::validate::{self, FieldError};
 use reef_api::*;
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Why an object operation failed, mapped 1:1 onto an HTTP status by the API server.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("{0}")]
-    Invalid(FieldError),
-    #[error("{kind} {name:?} not found")]
-    NotFound { kind: Kind, name: String },
-    #[error("{0}")]
-    Conflict(String),
-    #[error(
-        "no kind {0:?}: known kinds are tenants, nodes, deployments, pods, services, events, blobs"
-    )]
-    UnknownKind(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("the store's history no longer reaches revision {since}; relist and watch from the list's resource_version")]
-    Gone { since: Revision },
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("the write's outcome is unknown (it may still commit): {0}")]
-    Unknown(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl RegistryError {
-    pub fn code(&self) -> u16 {
-        match self {
-            RegistryError::Invalid(_) => 422,
-            RegistryError::NotFound { .. } | RegistryError::UnknownKind(_) => 404,
-            RegistryError::Conflict(_) => 409,
-            RegistryError::BadRequest(_) => 400,
-            RegistryError::Forbidden(_) => 403,
-            RegistryError::Gone { .. } => 410,
-            RegistryError::Unavailable(_) => 503,
-            RegistryError::Unknown(_) => 504,
-            RegistryError::Internal(_) => 500,
-        }
-    }
-
-    pub fn to_api_error(&self) -> ApiError {
-        let reason = match self {
-            RegistryError::Invalid(_) => "Invalid",
-            RegistryError::NotFound { .. } | RegistryError::UnknownKind(_) => "NotFound",
-            RegistryError::Conflict(_) => "Conflict",
-            RegistryError::BadRequest(_) => "BadRequest",
-            RegistryError::Forbidden(_) => "Forbidden",
-            RegistryError::Gone { .. } => "Expired",
-            RegistryError::Unavailable(_) => "Unavailable",
-            RegistryError::Unknown(_) => "Timeout",
-            RegistryError::Internal(_) => "InternalError",
-        };
-        let (message, field) = match self {
-            RegistryError::Invalid(e) => (e.message.clone(), Some(e.path.clone())),
-            other => (other.to_string(), None),
-        };
-        ApiError {
-            code: self.code(),
-            reason: reason.to_string(),
-            message,
-            field,
-        }
-    }
-}
-
-impl From<StoreError> for RegistryError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Compacted { oldest } => RegistryError::Gone { since: oldest },
-            // No quorum reachable from this member (election, partition, shutdown)
-            // and nothing was proposed: 503 tells clients to try another member.
-            StoreError::NotLeader { .. } | StoreError::Stopped(_) => {
-                RegistryError::Unavailable(e.to_string())
-            }
-            // A write whose outcome is unknown (proposed, not confirmed in time):
-            // 504, which clients must not blindly retry.
-            StoreError::Timeout(_) => RegistryError::Unknown(e.to_string()),
-            other => RegistryError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<serde_json::Error> for RegistryError {
-    fn from(e: serde_json::Error) -> Self {
-        RegistryError::Internal(format!("stored object does not decode: {e}"))
-    }
-}
-
-pub type Result<T> = std::result::Result<T, RegistryError>;
 
 /// How a spec write relates to what is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,14 +86,6 @@ fn encode(obj: &RawObject) -> Result<Vec<u8>> {
 pub fn new_uid() -> String {
     let bytes: [u8; 16] = rand::thread_rng().gen();
     hex::encode(bytes)
-}
-
-/// A change to one object, as watchers see it.
-#[derive(Clone, Debug)]
-pub struct Change {
-    pub kind: WatchEventType,
-    pub object: RawObject,
-    pub revision: Revision,
 }
 
 #[derive(Clone)]
@@ -248,30 +159,6 @@ impl Registry {
         )
     }
 
-    /// Validation and admission shared by every spec write.
-    fn admit(&self, obj: &RawObject) -> Result<()> {
-        validate::validate_object(obj).map_err(RegistryError::Invalid)?;
-        if let Some(ns) = obj.metadata.namespace.as_deref() {
-            if obj.kind.namespaced() && !self.namespace_exists(ns)? {
-                return Err(RegistryError::NotFound {
-                    kind: Kind::Tenant,
-                    name: ns.to_string(),
-                });
-            }
-        }
-        if obj.kind == Kind::Pod {
-            if let Some(node) = obj.spec.get("node").and_then(Value::as_str) {
-                if self.try_get(Kind::Node, None, node)?.is_none() {
-                    return Err(RegistryError::Invalid(FieldError::new(
-                        "spec.node",
-                        format!("node {node:?} does not exist"),
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Merges a client's object onto the stored one: the client owns labels, owner and
     /// spec; the server owns uid, creation time, generation and status.
     fn merge(incoming: &RawObject, current: Option<&RawObject>) -> RawObject {
@@ -327,7 +214,6 @@ impl Registry {
     ) -> Result<(RawObject, Check, Option<RawObject>)> {
         let mut incoming = incoming.clone();
         Self::normalise(&mut incoming)?;
-        self.admit(&incoming)?;
         let ns = incoming.metadata.namespace.as_deref();
         let k = key(incoming.kind, ns, &incoming.metadata.name);
         let current = self.try_get(incoming.kind, ns, &incoming.metadata.name)?;
@@ -372,8 +258,15 @@ impl Registry {
     pub async fn put(&self, incoming: &RawObject, precondition: Precondition) -> Result<RawObject> {
         self.catch_up().await?;
         loop {
-            let (next, check, _) = self.prepare_spec(incoming, precondition)?;
-            if let Some(stored) = self.write_checked(check, next).await? {
+            let (next, check, current) = self.prepare_spec(incoming, precondition)?;
+            let effects = self.review(
+                &[Pending {
+                    next: Some(&next),
+                    current: current.as_ref(),
+                }],
+                false,
+            )?;
+            if let Some(stored) = self.write_checked(check, next, effects).await? {
                 return Ok(stored);
             }
             if precondition != Precondition::None {
@@ -395,19 +288,26 @@ impl Registry {
     }
 
     /// Writes one object if `check` holds; `None` if it did not (a concurrent write).
-    async fn write_checked(&self, check: Check, mut next: RawObject) -> Result<Option<RawObject>> {
+    async fn write_checked(
+        &self,
+        check: Check,
+        mut next: RawObject,
+        effects: admission::Effects,
+    ) -> Result<Option<RawObject>> {
         let k = key(
             next.kind,
             next.metadata.namespace.as_deref(),
             &next.metadata.name,
         );
-        let txn = Txn {
+        let mut txn = Txn {
             checks: vec![check],
             ops: vec![Op::Put {
                 key: k,
                 value: encode(&next)?,
             }],
         };
+        txn.checks.extend(effects.checks);
+        txn.ops.extend(effects.ops);
         let outcome = self.store.txn(txn).await?;
         if !outcome.succeeded {
             return Ok(None);
@@ -440,7 +340,10 @@ impl Registry {
             };
             let mut next = current;
             next.status = status.clone();
-            if let Some(stored) = self.write_checked(check, next).await? {
+            if let Some(stored) = self
+                .write_checked(check, next, admission::Effects::default())
+                .await?
+            {
                 return Ok(stored);
             }
             if revision.is_some() {
@@ -458,38 +361,62 @@ impl Registry {
         revision: Option<Revision>,
     ) -> Result<RawObject> {
         self.catch_up().await?;
-        let current = self.get(kind, namespace, name)?;
-        let rv = current.metadata.resource_version;
-        if let Some(expected) = revision {
-            if expected != rv {
-                return Err(stale(kind, name, expected, rv));
+        loop {
+            let current = self.get(kind, namespace, name)?;
+            let rv = current.metadata.resource_version;
+            if let Some(expected) = revision {
+                if expected != rv {
+                    return Err(stale(kind, name, expected, rv));
+                }
             }
-        }
-        let k = key(kind, namespace, name);
-        let mut ops = vec![Op::Delete { key: k.clone() }];
-        if kind == Kind::Blob {
-            ops.push(Op::DeleteBlob {
-                digest: name.to_string(),
-            });
-        }
-        let outcome = self
-            .store
-            .txn(Txn {
+            let effects = self.review(
+                &[Pending {
+                    next: None,
+                    current: Some(&current),
+                }],
+                false,
+            )?;
+            let k = key(kind, namespace, name);
+            let mut txn = Txn {
                 checks: vec![Check::ModRevision {
-                    key: k,
+                    key: k.clone(),
                     revision: rv,
                 }],
-                ops,
-            })
-            .await?;
-        if !outcome.succeeded {
-            return Err(concurrent(kind, name));
+                ops: vec![Op::Delete { key: k }],
+            };
+            if kind == Kind::Blob {
+                txn.ops.push(Op::DeleteBlob {
+                    digest: name.to_string(),
+                });
+                let (claims, _) = self.store.range("/claims/blobs/")?;
+                let suffix = format!("/{name}");
+                txn.ops.extend(
+                    claims
+                        .into_iter()
+                        .filter(|kv| kv.key.ends_with(&suffix))
+                        .map(|kv| Op::Delete { key: kv.key }),
+                );
+            }
+            txn.checks.extend(effects.checks);
+            txn.ops.extend(effects.ops);
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(current);
+            }
+            if revision.is_some() {
+                return Err(concurrent(kind, name));
+            }
         }
-        Ok(current)
     }
 
     /// Applies objects as one transaction: all are written or none.
     pub async fn apply(&self, objects: &[RawObject]) -> Result<ApplyResult> {
+        if objects.len() > limits::MAX_APPLY_OBJECTS {
+            return Err(RegistryError::TooLarge(format!(
+                "{} objects in one apply; at most {} are allowed (split the file)",
+                objects.len(),
+                limits::MAX_APPLY_OBJECTS
+            )));
+        }
         self.catch_up().await?;
         for (i, obj) in objects.iter().enumerate() {
             for (j, other) in objects[..i].iter().enumerate() {
@@ -509,31 +436,47 @@ impl Registry {
         }
         loop {
             let mut checks = Vec::new();
-            let mut ops = Vec::new();
-            let mut items = Vec::new();
+            let mut prepared = Vec::new();
             for (i, obj) in objects.iter().enumerate() {
                 let (next, check, current) = self
                     .prepare_spec(obj, Precondition::None)
                     .map_err(|e| at_item(i, e))?;
+                checks.push(check);
+                prepared.push((next, current));
+            }
+            let unchanged = |next: &RawObject, current: &Option<RawObject>| {
+                current.as_ref().is_some_and(|c| {
+                    c.spec == next.spec && c.metadata.labels == next.metadata.labels
+                })
+            };
+            // Unchanged objects are not reviewed again: a quota lowered since they
+            // were admitted must not fail a file that does not grow them.
+            let pending: Vec<Pending<'_>> = prepared
+                .iter()
+                .map(|(next, current)| Pending {
+                    next: (!unchanged(next, current)).then_some(next),
+                    current: current.as_ref(),
+                })
+                .collect();
+            let effects = self.review(&pending, true)?;
+            let mut ops = Vec::new();
+            let mut items = Vec::new();
+            for (next, current) in prepared {
                 let action = match &current {
                     None => "created",
-                    Some(c) if c.spec == next.spec && c.metadata.labels == next.metadata.labels => {
-                        "unchanged"
-                    }
+                    Some(_) if unchanged(&next, &current) => "unchanged",
                     Some(_) => "configured",
                 };
                 if action != "unchanged" {
-                    let k = key(
-                        next.kind,
-                        next.metadata.namespace.as_deref(),
-                        &next.metadata.name,
-                    );
                     ops.push(Op::Put {
-                        key: k,
+                        key: key(
+                            next.kind,
+                            next.metadata.namespace.as_deref(),
+                            &next.metadata.name,
+                        ),
                         value: encode(&next)?,
                     });
                 }
-                checks.push(check);
                 let object = match current {
                     Some(c) if action == "unchanged" => c,
                     _ => next,
@@ -549,6 +492,8 @@ impl Registry {
                     resource_version: self.store.revision(),
                 });
             }
+            checks.extend(effects.checks);
+            ops.extend(effects.ops);
             let outcome = self.store.txn(Txn { checks, ops }).await?;
             if outcome.succeeded {
                 for item in &mut items {
@@ -571,23 +516,32 @@ impl Registry {
     pub async fn write_batch(&self, writes: Vec<BatchWrite>) -> Result<Option<Revision>> {
         let mut checks = Vec::new();
         let mut ops = Vec::new();
+        // Spec writes to review: the next form, and what it replaces as far as
+        // admission cares.
+        let mut reviewed: Vec<(RawObject, Option<RawObject>)> = Vec::new();
         for write in writes {
-            if let BatchWrite::Require(obj) = &write {
-                checks.push(Check::ModRevision {
-                    key: key(
-                        obj.kind,
-                        obj.metadata.namespace.as_deref(),
-                        &obj.metadata.name,
-                    ),
-                    revision: obj.metadata.resource_version,
-                });
-                continue;
-            }
             let (obj, check_revision, delete) = match write {
+                BatchWrite::Require(obj) => {
+                    checks.push(Check::ModRevision {
+                        key: key(
+                            obj.kind,
+                            obj.metadata.namespace.as_deref(),
+                            &obj.metadata.name,
+                        ),
+                        revision: obj.metadata.resource_version,
+                    });
+                    continue;
+                }
                 BatchWrite::Spec(mut obj) => {
                     Self::normalise(&mut obj)?;
-                    self.admit(&obj)?;
                     let rv = obj.metadata.resource_version;
+                    // A stored object written back by a loop: its component was
+                    // admitted when it was made (a pod's spec changes only by binding).
+                    let mut before = obj.clone();
+                    if let Some(spec) = before.spec.as_object_mut() {
+                        spec.remove("node");
+                    }
+                    reviewed.push((obj.clone(), Some(before)));
                     (obj, Some(rv), false)
                 }
                 BatchWrite::Status(obj) => {
@@ -602,10 +556,10 @@ impl Registry {
                 }
                 BatchWrite::Create(mut obj) => {
                     Self::normalise(&mut obj)?;
-                    self.admit(&obj)?;
-                    (Self::merge(&obj, None), None, false)
+                    let obj = Self::merge(&obj, None);
+                    reviewed.push((obj.clone(), None));
+                    (obj, None, false)
                 }
-                BatchWrite::Require(_) => continue,
             };
             let k = key(
                 obj.kind,
@@ -631,57 +585,19 @@ impl Registry {
         if ops.is_empty() {
             return Ok(Some(self.store.revision()));
         }
+        let pending: Vec<Pending<'_>> = reviewed
+            .iter()
+            .map(|(next, current)| Pending {
+                next: Some(next),
+                current: current.as_ref(),
+            })
+            .collect();
+        let effects = self.review(&pending, false)?;
+        checks.extend(effects.checks);
+        ops.extend(effects.ops);
         let outcome = self.store.txn(Txn { checks, ops }).await?;
         Ok(outcome.succeeded.then_some(outcome.revision))
     }
-
-    /// Changes to a kind after `since`, as a channel of decoded objects.
-    pub fn watch(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        since: Revision,
-    ) -> Result<tokio::sync::mpsc::Receiver<Change>> {
-        let mut raw = self.store.watch(&prefix(kind, namespace), since)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(async move {
-            while let Some(event) = raw.recv().await {
-                let change = match decode(&event.kv) {
-                    Ok(mut object) => {
-                        let kind = match event.kind {
-                            EventKind::Delete => {
-                                object.metadata.resource_version = event.revision;
-                                WatchEventType::Deleted
-                            }
-                            EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
-                                WatchEventType::Added
-                            }
-                            EventKind::Put => WatchEventType::Modified,
-                        };
-                        Change {
-                            kind,
-                            object,
-                            revision: event.revision,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(key = %event.kv.key, "watch skips undecodable value: {e}");
-                        continue;
-                    }
-                };
-                if tx.send(change).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(rx)
-    }
-}
-
-fn stale(kind: Kind, name: &str, given: Revision, stored: Revision) -> RegistryError {
-    RegistryError::Conflict(format!(
-        "{kind} {name:?} has changed: you sent resource_version {given}, the stored one is {stored}; read it again and retry"
-    ))
 }
 
 /// A pod's spec is fixed once created, except that an unbound pod may be bound:
@@ -711,29 +627,4 @@ fn check_pod_update(current: &RawObject, incoming: &RawObject) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// A read that timed out changed nothing: retryable, unlike a write's timeout.
-pub fn read_error(e: StoreError) -> RegistryError {
-    match e {
-        StoreError::Timeout(m) => RegistryError::Unavailable(m),
-        other => other.into(),
-    }
-}
-
-fn concurrent(kind: Kind, name: &str) -> RegistryError {
-    RegistryError::Conflict(format!(
-        "{kind} {name:?} was modified concurrently; read it again and retry"
-    ))
-}
-
-/// Prefixes a field path with the item's index in an apply request.
-fn at_item(index: usize, error: RegistryError) -> RegistryError {
-    match error {
-        RegistryError::Invalid(e) => RegistryError::Invalid(FieldError::new(
-            format!("items[{index}].{}", e.path),
-            e.message,
-        )),
-        other => other,
-    }
 }
