@@ -286,9 +286,8 @@ async fn a_member_behind_compaction_catches_up_by_snapshot() {
             .expect("write");
     }
     // The log the stopped member would need is gone from the leader.
-    let url = format!("{}/metrics", cp.members[leader].url());
     let purged = eventually("the leader to compact its log", SLOW, || async {
-        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let text = cp.metrics(leader).await?;
         let purged = metric(&text, "reef_store_purged_index");
         (purged > 100).then_some(purged)
     })
@@ -305,12 +304,7 @@ async fn a_member_behind_compaction_catches_up_by_snapshot() {
     })
     .await;
     assert_eq!(list.items.len(), 150);
-    let metrics = reqwest::get(format!("{}/metrics", cp.members[lagging].url()))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = cp.metrics(lagging).await.expect("metrics");
     assert!(
         metric(&metrics, "reef_store_snapshot_index") >= purged,
         "the member must hold a snapshot at least as new as the leader's compaction point:\n{metrics}"
@@ -555,7 +549,6 @@ async fn reads_on_another_member_see_ones_own_writes() {
 async fn the_raft_log_stays_bounded_under_steady_writes() {
     let cp = ControlPlane::start(1, &["--snapshot-every", "50", "--keep-logs", "10"]).await;
     let client = cp.client_of(0);
-    let url = format!("{}/metrics", cp.members[0].url());
     for round in 0..5 {
         // Overwrite the same 20 objects: the key space stays small, the log keeps growing.
         for k in 0..100 {
@@ -569,7 +562,7 @@ async fn the_raft_log_stays_bounded_under_steady_writes() {
             "the log to be compacted behind the snapshot",
             SLOW,
             || async {
-                let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+                let text = cp.metrics(0).await?;
                 let (last, purged) = (
                     metric(&text, "reef_store_last_log_index"),
                     metric(&text, "reef_store_purged_index"),

@@ -377,6 +377,9 @@ pub struct DeploymentStatus {
     /// Why the rollout is stuck, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stuck: Option<String>,
+    /// Why fewer pods exist than wanted, when the tenant's quota holds them back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

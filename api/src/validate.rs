@@ -287,6 +287,17 @@ fn deployment(obj: &RawObject) -> Result<(), FieldError> {
             ),
         ));
     }
+    // Its pods carry its labels and one more (the template hash).
+    if obj.metadata.labels.len() >= MAX_LABELS {
+        return Err(FieldError::new(
+            "metadata.labels",
+            format!(
+                "{} labels; a deployment may have at most {} (its pods add one)",
+                obj.metadata.labels.len(),
+                MAX_LABELS - 1
+            ),
+        ));
+    }
     let spec: DeploymentSpec = parse_at("spec", &obj.spec)?;
     pod_spec("spec.template", &spec.template)?;
     if spec.template.node.is_some() {

@@ -153,3 +153,46 @@ pub async fn run<F, Fut, E>(
         }
     }
 }
+
+/// Per-object back-off for a loop that reconciles objects one by one (kube-rs'
+/// runner does the same): an object whose reconcile fails is logged and left
+/// alone for 100 ms, doubling to 30 s, while the others go on.
+#[derive(Clone, Default)]
+pub struct Retries {
+    failing: Arc<std::sync::Mutex<HashMap<String, (tokio::time::Instant, Duration)>>>,
+}
+
+impl Retries {
+    const FIRST: Duration = Duration::from_millis(100);
+    const LONGEST: Duration = Duration::from_secs(30);
+
+    /// Whether `key` may be reconciled now (not waiting out a back-off).
+    pub fn due(&self, key: &str) -> bool {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing
+            .get(key)
+            .is_none_or(|(next, _)| tokio::time::Instant::now() >= *next)
+    }
+
+    /// Records the outcome of reconciling `key`; a failure is logged with it.
+    pub fn record<E: std::fmt::Display>(&self, loop_name: &str, key: &str, outcome: Result<(), E>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                failing.remove(key);
+            }
+            Err(e) => {
+                let wait = failing
+                    .get(key)
+                    .map_or(Self::FIRST, |(_, last)| (*last * 2).min(Self::LONGEST));
+                tracing::warn!(
+                    loop_name,
+                    object = key,
+                    ?wait,
+                    "reconcile failed, retrying later: {e}"
+                );
+                failing.insert(key.to_string(), (tokio::time::Instant::now() + wait, wait));
+            }
+        }
+    }
+}

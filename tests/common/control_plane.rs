@@ -127,6 +127,19 @@ impl ControlPlane {
         self.members[0].dir.join("join.token")
     }
 
+    /// The `/metrics` text of member `index` (read with the admin token).
+    pub async fn metrics(&self, index: usize) -> Option<String> {
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.members[index].url()))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+
     pub fn member_dir(&self, index: usize) -> PathBuf {
         self.members[index].dir.clone()
     }

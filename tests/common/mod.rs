@@ -189,6 +189,17 @@ impl Cluster {
             .expect("run reef")
     }
 
+    /// Runs a CLI verb with another token (REEF_TOKEN beats the config's).
+    pub fn reef_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(REEF)
+            .args(args)
+            .envs(self.env())
+            .env("REEF_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run reef")
+    }
+
     /// Runs a CLI verb that must succeed; returns its stdout.
     pub fn reef_ok(&self, args: &[&str]) -> String {
         let out = self.reef(args);

@@ -79,6 +79,17 @@ pub enum Condition {
     BlobInNamespace { digest: String, namespace: String },
 }
 
+impl Condition {
+    /// Whether a refusal should read as "not found": for content-addressed
+    /// blobs, a 403 would confirm that someone uploaded those bytes.
+    pub fn hides_existence(&self) -> bool {
+        matches!(
+            self,
+            Condition::BlobOnNode { .. } | Condition::BlobInNamespace { .. }
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,

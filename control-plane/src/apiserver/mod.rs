@@ -105,7 +105,12 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
         authz::Decision::Deny => false,
         authz::Decision::AllowIf(condition) => {
             match authz::holds(&condition, &state.registry).await {
-                Ok(holds) => holds,
+                Ok(true) => true,
+                // A component the caller may not have is one it cannot tell exists.
+                Ok(false) if condition.hides_existence() => {
+                    return ApiFailure::not_found("no such component").into_response()
+                }
+                Ok(false) => false,
                 Err(e) => return ApiFailure(e).into_response(),
             }
         }

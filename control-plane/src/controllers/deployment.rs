@@ -3,11 +3,13 @@
 //! and replacing pods that are gone or finished.
 
 use crate::events::{self, Occurrence};
+use crate::quota;
+use crate::reconcile::Retries;
 use crate::registry::{BatchWrite, Registry, RegistryError, Result, TEMPLATE_HASH_LABEL};
 use rand::Rng;
 use reef_api::*;
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A short, stable hash of what the pods are made from: template and labels.
 pub fn template_hash(deployment: &Deployment) -> String {
@@ -133,8 +135,76 @@ pub fn plan(
     plan
 }
 
-/// Reconciles every deployment against its pods.
-pub async fn reconcile_all(registry: &Registry) -> Result<()> {
+/// Pods created in one transaction at most, and the bytes they may take: a
+/// Raft entry must cross to followers within a heartbeat.
+const MAX_CREATES: usize = 500;
+const CREATE_BYTES: usize = 4 << 20;
+
+/// How many new pods of `deployment` fit in one transaction.
+fn creates_per_batch(deployment: &Deployment) -> u32 {
+    let pod_bytes = serde_json::to_vec(&deployment.spec.template).map_or(4096, |v| v.len()) + 512;
+    (CREATE_BYTES / pod_bytes).clamp(1, MAX_CREATES) as u32
+}
+
+/// What each tenant namespace's live pods use, for holding creations to the quota.
+struct Quotas {
+    limits: HashMap<String, TenantSpec>,
+    live: HashMap<String, Usage>,
+}
+
+impl Quotas {
+    fn new(tenants: Vec<Tenant>, pods: &[Pod]) -> Quotas {
+        let limits: HashMap<String, TenantSpec> = tenants
+            .into_iter()
+            .map(|t| (t.metadata.name, t.spec))
+            .collect();
+        let mut live: HashMap<String, Usage> = HashMap::new();
+        for pod in pods.iter().filter(|p| !is_finished(p)) {
+            quota::add_pods(
+                live.entry(pod.namespace().to_string()).or_default(),
+                &pod.spec,
+                1,
+            );
+        }
+        Quotas { limits, live }
+    }
+
+    /// Cuts `plan.create` to what the tenant's quota leaves room for (after
+    /// the plan's deletions); says why when it had to.
+    fn hold(&self, deployment: &Deployment, pods: &[&Pod], plan: &mut Plan) -> Option<String> {
+        let namespace = deployment.namespace();
+        let limits = self.limits.get(namespace)?;
+        let mut live = self.live.get(namespace).copied().unwrap_or_default();
+        for pod in pods
+            .iter()
+            .filter(|p| plan.delete.contains(&p.metadata.name) && !is_finished(p))
+        {
+            live.pods = live.pods.saturating_sub(1);
+            live.cpu.0 = live.cpu.0.saturating_sub(pod.spec.cpu.0);
+            live.memory.0 = live.memory.0.saturating_sub(pod.spec.memory.0);
+        }
+        let (fit, why) =
+            quota::pods_that_fit(limits, &live, &deployment.spec.template, plan.create);
+        plan.create = fit;
+        why.map(|why| format!("held short by the quota of tenant {namespace:?}: {why}"))
+    }
+
+    fn created(&mut self, namespace: &str, template: &PodSpec, count: u32) {
+        quota::add_pods(
+            self.live.entry(namespace.to_string()).or_default(),
+            template,
+            u64::from(count),
+        );
+    }
+}
+
+fn is_finished(pod: &Pod) -> bool {
+    matches!(pod.status.phase, Phase::Succeeded | Phase::Failed)
+}
+
+/// Reconciles every deployment against its pods; one that fails is retried
+/// later without holding up the others.
+pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()> {
     let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
     if deployments.is_empty() {
         return Ok(());
@@ -146,7 +216,12 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
         .filter(|n| n.spec.draining)
         .map(|n| n.metadata.name)
         .collect();
+    let mut quotas = Quotas::new(registry.list_typed(Kind::Tenant, None)?, &pods);
     for deployment in &deployments {
+        let key = format!("{}/{}", deployment.namespace(), deployment.metadata.name);
+        if !retries.due(&key) {
+            continue;
+        }
         let owned: Vec<&Pod> = pods
             .iter()
             .filter(|p| {
@@ -157,9 +232,25 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
                         .is_some_and(|o| o.uid == deployment.metadata.uid)
             })
             .collect();
-        reconcile(registry, deployment, &owned, &draining).await?;
+        let outcome = reconcile(registry, deployment, &owned, &draining, &mut quotas).await;
+        retries.record("deployments", &key, outcome);
     }
     Ok(())
+}
+
+/// Names for an event message: the first few, then how many more.
+fn some_names(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 async fn reconcile(
@@ -167,9 +258,12 @@ async fn reconcile(
     deployment: &Deployment,
     pods: &[&Pod],
     draining: &HashSet<String>,
+    quotas: &mut Quotas,
 ) -> Result<()> {
     let hash = template_hash(deployment);
-    let plan = plan(deployment, &hash, pods, draining);
+    let mut plan = plan(deployment, &hash, pods, draining);
+    plan.create = plan.create.min(creates_per_batch(deployment));
+    let held = quotas.hold(deployment, pods, &mut plan);
     // Deletions and creations in one transaction, compare-and-swap against what we
     // read: a stale view changes nothing.
     let mut writes = Vec::new();
@@ -191,6 +285,11 @@ async fn reconcile(
     if registry.write_batch(writes).await?.is_none() {
         return Ok(());
     }
+    quotas.created(
+        deployment.namespace(),
+        &deployment.spec.template,
+        plan.create,
+    );
     let namespace = deployment.namespace();
     let involved = ObjectRef {
         kind: Kind::Deployment,
@@ -199,10 +298,10 @@ async fn reconcile(
     if !created.is_empty() || !plan.delete.is_empty() {
         let mut message = Vec::new();
         if !created.is_empty() {
-            message.push(format!("created {}", created.join(", ")));
+            message.push(format!("created {}", some_names(&created)));
         }
         if !plan.delete.is_empty() {
-            message.push(format!("deleted {}", plan.delete.join(", ")));
+            message.push(format!("deleted {}", some_names(&plan.delete)));
         }
         let message = format!("{} (template {hash})", message.join("; "));
         events::record(
@@ -215,7 +314,19 @@ async fn reconcile(
         )
         .await?;
     }
-    let status = next_status(deployment, &hash, pods, &plan, draining);
+    let mut status = next_status(deployment, &hash, pods, &plan, draining);
+    status.held = held;
+    if let Some(why) = &status.held {
+        events::record(
+            registry,
+            namespace,
+            involved.clone(),
+            "QuotaExceeded",
+            why,
+            Occurrence::Ongoing,
+        )
+        .await?;
+    }
     if let Some(why) = &status.stuck {
         events::record(
             registry,
@@ -279,6 +390,7 @@ fn next_status(
         template_hash: hash.to_string(),
         progressed_at: deployment.status.progressed_at.clone(),
         stuck: None,
+        held: None,
     };
     let previous = &deployment.status;
     let progressed = previous.template_hash != status.template_hash

@@ -1,6 +1,7 @@
 //! Service → endpoints: the ready, running pods its selector matches, with the
 //! address of the node proxy that can reach each.
 
+use crate::reconcile::Retries;
 use crate::registry::{Registry, RegistryError, Result};
 use reef_api::*;
 use std::collections::HashMap;
@@ -40,7 +41,7 @@ pub fn node_projection(node: &RawObject) -> serde_json::Value {
     node.spec.get("address").cloned().unwrap_or_default()
 }
 
-pub async fn reconcile_all(registry: &Registry) -> Result<()> {
+pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()> {
     let services: Vec<Service> = registry.list_typed(Kind::Service, None)?;
     if services.is_empty() {
         return Ok(());
@@ -52,6 +53,10 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
         .map(|n| (n.metadata.name, n.spec.address))
         .collect();
     for service in &services {
+        let key = format!("{}/{}", service.namespace(), service.metadata.name);
+        if !retries.due(&key) {
+            continue;
+        }
         let endpoints = endpoints_for(service, &pods, &addresses);
         if endpoints == service.status.endpoints {
             continue;
@@ -66,10 +71,11 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
                 Some(service.metadata.resource_version),
             )
             .await;
-        match result {
-            Ok(_) | Err(RegistryError::Conflict(_) | RegistryError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        let outcome = match result {
+            Ok(_) | Err(RegistryError::Conflict(_) | RegistryError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+        retries.record("endpoints", &key, outcome);
     }
     Ok(())
 }

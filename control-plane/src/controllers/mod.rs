@@ -7,7 +7,10 @@ pub mod endpoints;
 pub mod gc;
 pub mod nodes;
 
-use crate::reconcile::{self, Trigger};
+#[cfg(test)]
+mod isolation_tests;
+
+use crate::reconcile::{self, Retries, Trigger};
 use crate::registry::Registry;
 use reef_api::Kind;
 use std::time::Duration;
@@ -25,8 +28,9 @@ pub fn pod_projection(pod: &reef_api::RawObject) -> serde_json::Value {
     ])
 }
 
-/// A controller's pass over the whole cluster.
-type Pass = fn(Registry) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
+/// A controller's pass over the whole cluster, with the loop's per-object back-offs.
+type Pass =
+    fn(Registry, Retries) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
 
 fn spawn(
     name: &'static str,
@@ -38,7 +42,11 @@ fn spawn(
     let registry = registry.clone();
     tokio::spawn(async move {
         let for_pass = registry.clone();
-        reconcile::run(name, registry, &triggers, resync, || pass(for_pass.clone())).await
+        let retries = Retries::default();
+        reconcile::run(name, registry, &triggers, resync, || {
+            pass(for_pass.clone(), retries.clone())
+        })
+        .await
     })
 }
 
@@ -92,7 +100,7 @@ pub fn spawn_all(
                 Trigger::on(Kind::Pod, pod_projection),
             ],
             Duration::from_secs(10),
-            |r| async move { deployment::reconcile_all(&r).await }.boxed(),
+            |r, retries| async move { deployment::reconcile_all(&r, &retries).await }.boxed(),
         ),
         spawn(
             "endpoints",
@@ -103,7 +111,7 @@ pub fn spawn_all(
                 Trigger::on(Kind::Node, endpoints::node_projection),
             ],
             Duration::from_secs(10),
-            |r| async move { endpoints::reconcile_all(&r).await }.boxed(),
+            |r, retries| async move { endpoints::reconcile_all(&r, &retries).await }.boxed(),
         ),
         spawn(
             "gc",
@@ -113,7 +121,7 @@ pub fn spawn_all(
                 Trigger::on(Kind::Pod, gc::pod_projection),
             ],
             Duration::from_secs(30),
-            |r| async move { gc::reconcile_all(&r).await }.boxed(),
+            |r, _| async move { gc::reconcile_all(&r).await }.boxed(),
         ),
     ]
 }

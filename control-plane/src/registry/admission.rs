@@ -83,20 +83,27 @@ fn host_of(obj: &RawObject) -> Option<String> {
 }
 
 impl Registry {
-    /// Reviews the changes of one transaction; `itemized` names failing
-    /// objects by their index (`items[i].…`), as an apply reports them.
-    pub(super) fn review(&self, pending: &[Pending<'_>], itemized: bool) -> Result<Effects> {
+    /// Reviews the changes of one transaction, each with its index in the
+    /// request; `itemized` names failing objects by it (`items[i].…`), as an
+    /// apply reports them.
+    pub(super) fn review(
+        &self,
+        indexed: &[(usize, Pending<'_>)],
+        itemized: bool,
+    ) -> Result<Effects> {
         let mut effects = Effects::default();
         let mut tenants = Tenants {
             registry: self,
             seen: HashMap::new(),
         };
-        for (i, change) in pending.iter().enumerate() {
+        for (i, change) in indexed {
             if let Some(next) = change.next {
                 self.admit_one(next, change.current, &mut tenants, &mut effects)
-                    .map_err(|e| if itemized { at_item(i, e) } else { e })?;
+                    .map_err(|e| if itemized { at_item(*i, e) } else { e })?;
             }
         }
+        let pending: Vec<&Pending<'_>> = indexed.iter().map(|(_, p)| p).collect();
+        let pending = pending.as_slice();
         self.review_hosts(pending, &mut effects)?;
         self.review_quota(pending, &mut tenants, &mut effects)?;
         for change in pending {
@@ -188,7 +195,7 @@ impl Registry {
 
     /// Claims the hosts the changes start using and releases those no service
     /// of the namespace uses any more.
-    fn review_hosts(&self, pending: &[Pending<'_>], effects: &mut Effects) -> Result<()> {
+    fn review_hosts(&self, pending: &[&Pending<'_>], effects: &mut Effects) -> Result<()> {
         // Per (namespace, host): whether the changes leave it in use.
         let mut touched: BTreeMap<(String, String), bool> = BTreeMap::new();
         let mut changed_names: BTreeSet<(String, String)> = BTreeSet::new();
@@ -257,7 +264,7 @@ impl Registry {
     /// quota, and records what the namespace uses in the Tenant's status.
     fn review_quota(
         &self,
-        pending: &[Pending<'_>],
+        pending: &[&Pending<'_>],
         tenants: &mut Tenants<'_>,
         effects: &mut Effects,
     ) -> Result<()> {

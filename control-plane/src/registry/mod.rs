@@ -36,6 +36,7 @@ pub enum Precondition {
 }
 
 /// One object write inside a [`Registry::write_batch`].
+#[derive(Clone, Debug)]
 pub enum BatchWrite {
     /// Replace the spec (and metadata) of an object read at `metadata.resource_version`.
     Spec(RawObject),
@@ -260,10 +261,13 @@ impl Registry {
         loop {
             let (next, check, current) = self.prepare_spec(incoming, precondition)?;
             let effects = self.review(
-                &[Pending {
-                    next: Some(&next),
-                    current: current.as_ref(),
-                }],
+                &[(
+                    0,
+                    Pending {
+                        next: Some(&next),
+                        current: current.as_ref(),
+                    },
+                )],
                 false,
             )?;
             if let Some(stored) = self.write_checked(check, next, effects).await? {
@@ -370,10 +374,13 @@ impl Registry {
                 }
             }
             let effects = self.review(
-                &[Pending {
-                    next: None,
-                    current: Some(&current),
-                }],
+                &[(
+                    0,
+                    Pending {
+                        next: None,
+                        current: Some(&current),
+                    },
+                )],
                 false,
             )?;
             let k = key(kind, namespace, name);
@@ -451,11 +458,16 @@ impl Registry {
             };
             // Unchanged objects are not reviewed again: a quota lowered since they
             // were admitted must not fail a file that does not grow them.
-            let pending: Vec<Pending<'_>> = prepared
+            let pending: Vec<(usize, Pending<'_>)> = prepared
                 .iter()
-                .map(|(next, current)| Pending {
-                    next: (!unchanged(next, current)).then_some(next),
-                    current: current.as_ref(),
+                .enumerate()
+                .filter(|(_, (next, current))| !unchanged(next, current))
+                .map(|(i, (next, current))| {
+                    let change = Pending {
+                        next: Some(next),
+                        current: current.as_ref(),
+                    };
+                    (i, change)
                 })
                 .collect();
             let effects = self.review(&pending, true)?;
@@ -585,11 +597,15 @@ impl Registry {
         if ops.is_empty() {
             return Ok(Some(self.store.revision()));
         }
-        let pending: Vec<Pending<'_>> = reviewed
+        let pending: Vec<(usize, Pending<'_>)> = reviewed
             .iter()
-            .map(|(next, current)| Pending {
-                next: Some(next),
-                current: current.as_ref(),
+            .enumerate()
+            .map(|(i, (next, current))| {
+                let change = Pending {
+                    next: Some(next),
+                    current: current.as_ref(),
+                };
+                (i, change)
             })
             .collect();
         let effects = self.review(&pending, false)?;

@@ -141,7 +141,7 @@ impl Scheduler {
                         kind: Kind::Pod,
                         name: pod.metadata.name.clone(),
                     };
-                    events::record(
+                    let recorded = events::record(
                         &self.registry,
                         pod.namespace(),
                         involved,
@@ -149,7 +149,10 @@ impl Scheduler {
                         &message,
                         Occurrence::Ongoing,
                     )
-                    .await?;
+                    .await;
+                    if let Err(e) = recorded {
+                        tracing::warn!(pod = %pod.metadata.name, "FailedScheduling event not recorded: {e}");
+                    }
                 }
             }
         }
@@ -160,13 +163,32 @@ impl Scheduler {
             let size = chunk.len();
             // Each bind and its Scheduled event commit together.
             let batch: Vec<BatchWrite> = chunk
-                .into_iter()
-                .flat_map(|(bind, event)| std::iter::once(bind).chain(event))
+                .iter()
+                .flat_map(|(bind, event)| std::iter::once(bind.clone()).chain(event.clone()))
                 .collect();
-            match self.registry.write_batch(batch).await? {
-                Some(_) => bound += size,
+            match self.registry.write_batch(batch).await {
+                Ok(Some(_)) => bound += size,
                 // A pod changed under us: the next pass replans from fresh state.
-                None => tracing::debug!("bind batch of {size} lost a race; will replan"),
+                Ok(None) => tracing::debug!("bind batch of {size} lost a race; will replan"),
+                // One pod the registry refuses must not keep the others unbound:
+                // bind this batch's pods one by one, logging the ones refused.
+                Err(e) => {
+                    tracing::warn!(
+                        "bind batch of {size} refused ({e}); binding its pods one by one"
+                    );
+                    for (bind, event) in chunk {
+                        let pod = match &bind {
+                            BatchWrite::Spec(p) => format!("{}/{}", p.namespace(), p.metadata.name),
+                            _ => String::new(),
+                        };
+                        let writes = std::iter::once(bind).chain(event).collect();
+                        match self.registry.write_batch(writes).await {
+                            Ok(Some(_)) => bound += 1,
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(%pod, "cannot bind: {e}"),
+                        }
+                    }
+                }
             }
         }
         if bound > 0 {
