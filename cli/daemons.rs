@@ -55,6 +55,30 @@ impl NodeTuning {
     }
 }
 
+/// Connection bounds of every port a daemon listens on.
+#[derive(clap::Args)]
+pub struct ServeTuning {
+    /// Connections one port holds open at once; when full, the oldest that
+    /// has sent nothing yet is dropped for a new one.
+    #[arg(long, env = "REEF_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
+    /// How long a client may take to send its first byte, and then a whole
+    /// request head.
+    #[arg(long, env = "REEF_HEADER_TIMEOUT", default_value = "10s")]
+    header_timeout: reef_api::quantity::Timeout,
+}
+
+impl ServeTuning {
+    fn config(&self, name: &'static str) -> reef_net::ServeConfig {
+        reef_net::ServeConfig {
+            name,
+            max_connections: self.max_connections,
+            first_byte_timeout: self.header_timeout.0,
+            header_timeout: self.header_timeout.0,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 pub struct ControlPlaneTuning {
     /// spread (least allocated first) or binpack.
@@ -73,6 +97,9 @@ pub struct ControlPlaneTuning {
     /// Raft log entries kept behind a snapshot, so briefly lagging members catch up from the log.
     #[arg(long, env = "REEF_KEEP_LOGS", default_value_t = 200)]
     keep_logs: u64,
+    /// Watch streams one token may hold open at once.
+    #[arg(long, env = "REEF_MAX_WATCHES_PER_TOKEN", default_value_t = 100)]
+    max_watches_per_token: usize,
 }
 
 impl ControlPlaneTuning {
@@ -85,6 +112,7 @@ impl ControlPlaneTuning {
     fn api(&self) -> ApiConfig {
         ApiConfig {
             max_blob_size: self.max_blob_size,
+            max_watches_per_token: self.max_watches_per_token,
             ..ApiConfig::default()
         }
     }
@@ -114,6 +142,8 @@ pub struct UpArgs {
     node: NodeTuning,
     #[command(flatten)]
     control_plane: ControlPlaneTuning,
+    #[command(flatten)]
+    serve: ServeTuning,
 }
 
 #[derive(clap::Args)]
@@ -141,6 +171,8 @@ pub struct ControlPlaneArgs {
     join_token_file: Option<PathBuf>,
     #[command(flatten)]
     tuning: ControlPlaneTuning,
+    #[command(flatten)]
+    serve: ServeTuning,
 }
 
 #[derive(clap::Args)]
@@ -168,6 +200,8 @@ pub struct NodeArgs {
     advertise: Option<String>,
     #[command(flatten)]
     tuning: NodeTuning,
+    #[command(flatten)]
+    serve: ServeTuning,
 }
 
 fn create_dir(dir: &Path) -> Result<(), Failure> {
@@ -292,6 +326,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         bootstrap: Bootstrap::Init,
         policy: args.control_plane.scheduler_policy,
         api: args.control_plane.api(),
+        serve: args.serve.config("api"),
         snapshot_every: Some(args.control_plane.snapshot_every),
         keep_logs: Some(args.control_plane.keep_logs),
         controllers: args.control_plane.controllers(),
@@ -327,6 +362,7 @@ pub async fn up(args: UpArgs) -> CliResult {
             agent,
             ingress: ingress_listener,
             logs: args.node.logs(),
+            serve: args.serve.config("ingress"),
         },
         Some(node_listener),
         node_client,
@@ -403,6 +439,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         bootstrap,
         policy: args.tuning.scheduler_policy,
         api: args.tuning.api(),
+        serve: args.serve.config("api"),
         snapshot_every: Some(args.tuning.snapshot_every),
         keep_logs: Some(args.tuning.keep_logs),
         controllers: args.tuning.controllers(),
@@ -461,6 +498,7 @@ pub async fn node(args: NodeArgs) -> CliResult {
             agent,
             ingress,
             logs,
+            serve: args.serve.config("ingress"),
         },
         Some(listen),
         client,

@@ -40,6 +40,8 @@ pub struct MemberConfig {
     pub bootstrap: Bootstrap,
     pub policy: Policy,
     pub api: ApiConfig,
+    /// Connection bounds of the API port.
+    pub serve: reef_net::ServeConfig,
     /// Take a Raft snapshot (and compact the log) every this many entries.
     pub snapshot_every: Option<u64>,
     /// Log entries kept behind a snapshot for followers that lag a little.
@@ -148,11 +150,13 @@ impl Member {
         }
         let registry = Registry::new(store.clone());
         let router = apiserver::router(registry.clone(), config.api);
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(config.listener, router).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        });
+        let service = hyper_util::service::TowerToHyperService::new(router);
+        let server = tokio::spawn(reef_net::serve(
+            config.listener,
+            config.serve,
+            move |_peer| service.clone(),
+            None,
+        ));
         match (&config.bootstrap, fresh) {
             (Bootstrap::Init, true) => store
                 .initialize_single()

@@ -20,6 +20,8 @@ pub struct NodeConfig {
     /// Already bound, so port 0 works and the address is known up front.
     pub ingress: TcpListener,
     pub logs: LogLimits,
+    /// Connection bounds of the ingress and listen ports.
+    pub serve: reef_net::ServeConfig,
 }
 
 pub struct NodeHandle {
@@ -101,6 +103,7 @@ pub fn start_with_listen(
         pods.clone(),
         logs.clone(),
         access.clone(),
+        config.serve.clone(),
     );
     let agent = Agent::new(
         config.agent,

@@ -1,8 +1,10 @@
 //! The API server (DESIGN §6): HTTP in front of the [`Registry`].
 //!
-//! Order of the stack for `/api/v1/*`, outermost first: body limit → the gate
-//! (bearer token → identity, then the one authorizer, [`authz`]) → handler (the
-//! registry does validation, admission and the compare-and-swap write). Health
+//! Order of the stack for `/api/v1/*`, outermost first: a declared body over
+//! the route's limit is refused before anything is read → the gate (bearer
+//! token → identity, then the one authorizer, [`authz`]) → body limit while
+//! reading → handler (the registry does validation, admission and the
+//! compare-and-swap write). Health
 //! checks and the OpenAPI document need no token. Raft RPCs share the port but
 //! not the gate: they carry the Raft secret, which only members hold.
 
@@ -124,6 +126,34 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
         .into_response();
     }
     request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// Refuses a request whose declared length is over its route's limit with
+/// 413, before a byte of the body is read (bodies without a declared length
+/// are cut off at the same limit as they are read).
+async fn declared_length(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = if request.uri().path().starts_with("/api/v1/blobs/") {
+        state.max_blob_size
+    } else {
+        JSON_BODY_LIMIT
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiFailure::too_large(format!(
+            "the body is {} bytes; this route takes at most {limit}",
+            declared.unwrap_or_default()
+        ))
+        .into_response();
+    }
     next.run(request).await
 }
 
@@ -263,7 +293,11 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         // JSON bodies are small; only blob uploads (above) may be large.
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            declared_length,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -87,8 +87,10 @@ impl NodeView {
 
     /// Claims a pod's requests on this node.
     pub fn claim(&mut self, pod: &Pod) {
-        self.used_cpu += pod.spec.cpu.millis();
-        self.used_memory += pod.spec.memory.bytes();
+        // Saturating: admission caps these far below overflow, but a plan must
+        // never panic on what is stored.
+        self.used_cpu = self.used_cpu.saturating_add(pod.spec.cpu.millis());
+        self.used_memory = self.used_memory.saturating_add(pod.spec.memory.bytes());
         self.used_pods += 1;
         if let Some(owner) = &pod.metadata.owner {
             *self.owners.entry(owner.uid.clone()).or_default() += 1;
@@ -115,10 +117,10 @@ impl NodeView {
         if self.used_pods + 1 > self.allocatable.pods {
             return Err(Reason::TooManyPods);
         }
-        if self.used_cpu + spec.cpu.millis() > self.allocatable.cpu.millis() {
+        if self.used_cpu.saturating_add(spec.cpu.millis()) > self.allocatable.cpu.millis() {
             return Err(Reason::InsufficientCpu);
         }
-        if self.used_memory + spec.memory.bytes() > self.allocatable.memory.bytes() {
+        if self.used_memory.saturating_add(spec.memory.bytes()) > self.allocatable.memory.bytes() {
             return Err(Reason::InsufficientMemory);
         }
         Ok(())
@@ -130,7 +132,7 @@ impl NodeView {
             if total == 0 {
                 0.0
             } else {
-                1.0 - (used + request) as f64 / total as f64
+                1.0 - used.saturating_add(request) as f64 / total as f64
             }
         };
         let cpu = frac(

@@ -13,8 +13,14 @@ use tokio::sync::mpsc;
 use super::error::StoreError;
 use super::types::{Revision, WatchEvent};
 
-/// Events kept for `watch(since)`.
+/// Events kept for `watch(since)`, and the bytes of keys and values they may
+/// hold together (a new watcher's backlog is copied from them).
 pub(crate) const HISTORY_LIMIT: usize = 10_000;
+pub(crate) const HISTORY_BYTES: usize = 64 << 20;
+
+fn event_bytes(event: &WatchEvent) -> usize {
+    event.kv.key.len() + event.kv.value.len() + 64
+}
 /// Live events a watcher may fall behind by before it is dropped.
 pub(crate) const WATCH_BUFFER: usize = 1024;
 
@@ -28,6 +34,8 @@ struct Watcher {
 
 pub(crate) struct WatchHub {
     history: VecDeque<WatchEvent>,
+    /// Sum of [`event_bytes`] over `history`.
+    history_bytes: usize,
     /// Every event with a revision above `floor` is still in `history`.
     floor: Revision,
     watchers: Vec<Watcher>,
@@ -38,6 +46,7 @@ impl WatchHub {
     pub(crate) fn new(applied: Revision) -> Self {
         WatchHub {
             history: VecDeque::new(),
+            history_bytes: 0,
             floor: applied,
             watchers: Vec::new(),
         }
@@ -82,11 +91,14 @@ impl WatchHub {
                 w.tx.try_send(event.clone()).is_ok()
             });
         }
+        self.history_bytes += events.iter().map(event_bytes).sum::<usize>();
         self.history.extend(events);
-        while self.history.len() > HISTORY_LIMIT {
-            if let Some(old) = self.history.pop_front() {
-                self.floor = self.floor.max(old.revision);
-            }
+        while self.history.len() > HISTORY_LIMIT || self.history_bytes > HISTORY_BYTES {
+            let Some(old) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes -= event_bytes(&old);
+            self.floor = self.floor.max(old.revision);
         }
     }
 
@@ -128,6 +140,22 @@ mod tests {
         ));
         let mut rx = hub.watch("", 5).expect("since == floor is allowed");
         assert_eq!(rx.try_recv().map(|e| e.revision).ok(), Some(6));
+    }
+
+    #[test]
+    fn history_is_bounded_in_bytes() {
+        let mut hub = WatchHub::new(0);
+        let big = |rev| {
+            let mut event = put(rev, "big");
+            event.kv.value = vec![0; 1 << 20];
+            event
+        };
+        for rev in 1..=100 {
+            hub.publish(vec![big(rev)]);
+        }
+        assert!(hub.history_bytes <= HISTORY_BYTES);
+        assert!(hub.history.len() < 100);
+        assert!(hub.watch("", 1).is_err(), "old revisions are compacted");
     }
 
     #[test]

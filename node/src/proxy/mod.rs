@@ -45,6 +45,8 @@ pub struct Proxy {
     access: NodeAccess,
     /// The node's own endpoints (logs), when this node serves them.
     logs: Option<NodeLogs>,
+    /// Connection bounds of the ingress and listen ports.
+    serve: reef_net::ServeConfig,
 }
 
 /// Which port a connection came in on.
@@ -92,15 +94,18 @@ impl Proxy {
             forwarder: Forwarder::default(),
             access,
             logs: None,
+            serve: reef_net::ServeConfig::new("ingress"),
         })
     }
 
-    /// A proxy whose listen port also serves the node's own endpoints (logs).
+    /// A proxy whose listen port also serves the node's own endpoints (logs),
+    /// with the given connection bounds on its ports.
     pub fn with_node_endpoints(
         node: String,
         pods: PodTable,
         logs: NodeLogs,
         access: NodeAccess,
+        serve: reef_net::ServeConfig,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
             node,
@@ -109,6 +114,7 @@ impl Proxy {
             forwarder: Forwarder::default(),
             access,
             logs: Some(logs),
+            serve,
         })
     }
 
@@ -161,41 +167,16 @@ impl Proxy {
         self.serve_port(listener, Port::Listen, Some(stop)).await
     }
 
-    async fn serve_port(
-        self: Arc<Self>,
-        listener: TcpListener,
-        port: Port,
-        mut stop: Option<Stop>,
-    ) {
-        let what = match port {
+    async fn serve_port(self: Arc<Self>, listener: TcpListener, port: Port, stop: Option<Stop>) {
+        let mut config = self.serve.clone();
+        config.name = match port {
             Port::Ingress => "ingress",
             Port::Listen => "listen",
         };
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let builder =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        loop {
-            let stopping = async {
-                match stop.as_mut() {
-                    Some(stop) => drop(stop.wait_for(|stop| *stop).await),
-                    None => std::future::pending().await,
-                }
-            };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = stopping => break,
-            };
-            let (stream, _) = match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("{what} accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let proxy = self.clone();
-            let service = hyper::service::service_fn(move |req| {
+        let proxy = self.clone();
+        let make_service = move |_peer| {
+            let proxy = proxy.clone();
+            hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move {
                     Ok::<_, Infallible>(match port {
@@ -203,23 +184,9 @@ impl Proxy {
                         Port::Listen => proxy.handle_forwarded(req).await,
                     })
                 }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let connection = builder.serve_connection(io, service).into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("{what} connection ended: {e}");
-                }
-            });
-        }
-        drop(listener);
-        tracing::info!(
-            port = what,
-            open = graceful.count(),
-            "draining: no new connections, finishing requests in flight"
-        );
-        graceful.shutdown().await;
+            })
+        };
+        reef_net::serve(listener, config, make_service, stop).await
     }
 
     /// An ingress request: routed by Service to any ready endpoint in the cluster.

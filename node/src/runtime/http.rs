@@ -259,7 +259,12 @@ impl HttpPod {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let deadline = Instant::now() + self.inner.timeout;
+        // Timeouts are capped at admission; a stored one from elsewhere must
+        // still not overflow the clock (a day is "never" for a request).
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.inner.timeout)
+            .unwrap_or(now + Duration::from_secs(86_400));
         let mut store = self.new_store(deadline)?;
 
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
