@@ -45,6 +45,20 @@ pub struct NodeTuning {
     /// On SIGTERM, how long requests in flight may take to finish.
     #[arg(long, env = "REEF_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: reef_api::quantity::Timeout,
+    /// Private address ranges pods' outbound HTTP may reach (CIDRs, comma-separated);
+    /// loopback, private, link-local and this node's and the control plane's
+    /// addresses are refused otherwise (the latter two always).
+    #[arg(long, env = "REEF_OUTBOUND_ALLOW", value_delimiter = ',')]
+    outbound_allow: Vec<reef_node::runtime::Cidr>,
+    /// Bytes on disk each pod's scratch directory may hold.
+    #[arg(long, env = "REEF_POD_SCRATCH_SIZE", default_value = "64Mi")]
+    pod_scratch_size: Memory,
+    /// Files and directories each pod's scratch directory may hold.
+    #[arg(long, env = "REEF_POD_SCRATCH_FILES", default_value_t = 4096)]
+    pod_scratch_files: u64,
+    /// Requests one pod may have in flight at once (each holds an instance).
+    #[arg(long, env = "REEF_POD_INSTANCES", default_value_t = 256)]
+    pod_instances: usize,
 }
 
 impl NodeTuning {
@@ -246,14 +260,45 @@ fn parse_labels(text: &str) -> Result<Labels, Failure> {
         .collect()
 }
 
+/// The IP addresses of `host:port` or `http://host:port` strings, for the
+/// outbound policy to refuse (a name that does not resolve adds nothing).
+fn addresses_of(endpoints: &[String]) -> Vec<std::net::IpAddr> {
+    use std::net::ToSocketAddrs;
+    let mut ips: Vec<std::net::IpAddr> = endpoints
+        .iter()
+        .map(|e| e.split("://").last().unwrap_or(e).trim_end_matches('/'))
+        .filter_map(|authority| authority.to_socket_addrs().ok())
+        .flatten()
+        .map(|a| a.ip())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 fn agent_config(
     name: String,
     data_dir: PathBuf,
     ingress: String,
     address: String,
+    control_plane: &[String],
     tuning: &NodeTuning,
 ) -> Result<AgentConfig, Failure> {
+    let mut own = vec![ingress.clone(), address.clone()];
+    own.extend(control_plane.iter().cloned());
+    let network = reef_node::runtime::NetworkPolicy {
+        allowed: tuning.outbound_allow.clone(),
+        refused: addresses_of(&own),
+    };
     Ok(AgentConfig {
+        network: std::sync::Arc::new(network),
+        pod_limits: reef_node::runtime::PodLimits {
+            scratch: reef_node::runtime::ScratchQuota {
+                bytes: tuning.pod_scratch_size.bytes(),
+                files: tuning.pod_scratch_files,
+            },
+            max_instances: tuning.pod_instances,
+        },
         name,
         data_dir,
         ingress,
@@ -355,6 +400,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         node_data,
         ingress_addr.to_string(),
         node_addr.to_string(),
+        std::slice::from_ref(&server),
         &args.node,
     )?;
     let node = daemon::start_with_listen(
@@ -484,11 +530,14 @@ pub async fn node(args: NodeArgs) -> CliResult {
             advertise
         }
     };
+    let mut control_plane = config::parse_servers(&args.server);
+    control_plane.push(listen_addr.to_string());
     let agent = agent_config(
         args.name.clone(),
         args.data_dir.clone(),
         ingress_addr.to_string(),
         advertise,
+        &control_plane,
         &args.tuning,
     )?;
     let logs = args.tuning.logs();

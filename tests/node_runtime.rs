@@ -79,8 +79,13 @@ fn example_dir(
 }
 
 /// A loopback HTTP server answering `body` after `delay`; counts connections.
+/// Upstreams listen on 127.0.0.2, which the clusters of these tests open to
+/// pods with `--outbound-allow` (loopback is closed to guests by default, and
+/// 127.0.0.1, where the node and API listen, always).
+const UPSTREAM_IP: &str = "127.0.0.2";
+
 async fn upstream(body: &'static str, delay: Duration) -> (String, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind(format!("{UPSTREAM_IP}:0"))
         .await
         .expect("bind");
     let address = listener.local_addr().expect("addr").to_string();
@@ -252,10 +257,29 @@ async fn outbound_requests_reach_only_listed_hosts() {
     let (allowed, _) = upstream("hello from upstream", Duration::ZERO).await;
     let (forbidden, forbidden_connections) =
         upstream("you should not see this", Duration::ZERO).await;
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start_with(&["--outbound-allow", UPSTREAM_IP]).await;
+    let port = |address: &str| address.rsplit(':').next().unwrap_or_default().to_string();
+    // Listed by names and addresses that lead to the node and the API: refused
+    // on the address, whatever the list says.
+    let internal = [
+        format!("localhost:{}", port(&cluster.api)),
+        format!("localhost:{}", port(&cluster.ingress)),
+        format!("localhost:{}", port(&cluster.listen)),
+        cluster.api.clone(),
+        "169.254.169.254:80".to_string(),
+    ];
+    let listed = internal
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let (_dir, app) = example_dir("fetcher", |text| {
         text.replace("127.0.0.1:8099", &allowed)
             .replace("127.0.0.1:8098", &forbidden)
+            .replace(
+                &format!("outbound = [\"{allowed}\"]"),
+                &format!("outbound = [\"{allowed}\", {listed}]"),
+            )
     });
     cluster.reef_ok(&["apply", "-f", path_str(&app)]);
 
@@ -276,9 +300,8 @@ async fn outbound_requests_reach_only_listed_hosts() {
         "a refused request connected"
     );
 
-    // Nor the node's own ports, nor the control plane.
+    // Nor the node's own ports, nor the control plane: not listed...
     for target in [
-        format!("http://{}/healthz", cluster.api),
         format!("http://{}/", cluster.ingress),
         format!("http://{}/_reef/logs/default/x", cluster.listen),
     ] {
@@ -288,6 +311,16 @@ async fn outbound_requests_reach_only_listed_hosts() {
             .expect("answer");
         assert_eq!(status, 502, "{target}: {body}");
         assert!(body.contains("HttpRequestDenied"), "{target}: {body}");
+    }
+    // ...nor listed, by a name that resolves there.
+    for authority in &internal {
+        let target = format!("http://{authority}/healthz");
+        let (status, body) = cluster
+            .request("fetcher.local", &format!("/fetch?url={target}"))
+            .await
+            .expect("answer");
+        assert_eq!(status, 502, "{target}: {body}");
+        assert!(body.contains("DestinationIpProhibited"), "{target}: {body}");
     }
 }
 
@@ -596,7 +629,7 @@ async fn a_restarted_node_serves_from_its_compile_cache_and_rebuilds_a_bad_entry
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish() {
     let (slow, reached) = upstream("slow answer", Duration::from_millis(1500)).await;
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start_with(&["--outbound-allow", UPSTREAM_IP]).await;
     let (_dir, app) = example_dir("fetcher", |text| text.replace("127.0.0.1:8099", &slow));
     cluster.reef_ok(&["apply", "-f", path_str(&app)]);
     cluster

@@ -10,21 +10,15 @@ use http_body_util::{BodyExt as _, Empty, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use reef_node::runtime::{
-    digest_of, CommandPod, Exit, HandleError, HttpComponent, HttpPod, OutputSink, PodSettings,
-    PrepareError, Runtime, RuntimeConfig, ScratchDir, Stream,
+    digest_of, CommandPod, Exit, HandleError, HttpPod, OutputSink, PodSettings, PrepareError,
+    Runtime, RuntimeConfig, ScratchDir, ScratchQuota, Stream,
 };
 use tokio::net::TcpListener;
 
 mod common;
 
+use common::pods::{call, get, prepare, runtime, test_guest_wasm};
 use common::{build_guest, hello_wasm};
-
-/// The test guest, rebuilt (a no-op when fresh) once per process.
-fn test_guest_wasm() -> Vec<u8> {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| build_guest("guests", "reef_test_guest"))
-        .clone()
-}
 
 /// The test command, built like the test guest.
 fn command_guest_wasm() -> Vec<u8> {
@@ -71,27 +65,6 @@ async fn command(args: &[&str], settings: PodSettings) -> CommandPod {
     )
 }
 
-/// One runtime for every test, so each component compiles once.
-fn runtime() -> Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            Runtime::new(RuntimeConfig {
-                max_instances: 64,
-                ..RuntimeConfig::default()
-            })
-            .expect("runtime")
-        })
-        .clone()
-}
-
-async fn prepare(wasm: &[u8]) -> HttpComponent {
-    runtime()
-        .prepare_http(&digest_of(wasm), wasm)
-        .await
-        .expect("prepare_http")
-}
-
 fn settings(env: &[(&str, &str)]) -> PodSettings {
     PodSettings {
         env: env
@@ -100,30 +73,6 @@ fn settings(env: &[(&str, &str)]) -> PodSettings {
             .collect(),
         ..PodSettings::default()
     }
-}
-
-fn get(path: &str) -> Request<Empty<Bytes>> {
-    Request::get(path)
-        .header("host", "test.local")
-        .body(Empty::new())
-        .unwrap()
-}
-
-/// Status and body text, or the error.
-async fn call<B>(pod: &HttpPod, req: Request<B>) -> Result<(StatusCode, String), HandleError>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let response = pod.handle(req).await?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[tokio::test]
@@ -418,10 +367,15 @@ async fn outbound_http_only_to_listed_authorities() {
         "a denied request connected"
     );
 
+    // Listed, and on an address the node opened (loopback is closed by default).
     let open = HttpPod::new(
         guest,
         PodSettings {
             outbound: vec![addr.to_string()],
+            network: std::sync::Arc::new(reef_node::runtime::NetworkPolicy {
+                allowed: vec![addr.ip().into()],
+                refused: vec![],
+            }),
             ..settings(&[])
         },
     );
@@ -490,7 +444,9 @@ async fn a_guest_sees_its_scratch_dir_and_no_other_file() {
         &["files"],
         PodSettings {
             output: Some(sink.clone()),
-            scratch: Some(ScratchDir::create(dir.clone()).expect("scratch dir")),
+            scratch: Some(
+                ScratchDir::create(dir.clone(), ScratchQuota::default()).expect("scratch dir"),
+            ),
             ..settings(&[])
         },
     )

@@ -39,6 +39,10 @@ pub struct AgentConfig {
     pub heartbeat: Duration,
     /// Waits between restarts of command pods.
     pub backoff: Backoff,
+    /// Where pods' outbound HTTP may connect.
+    pub network: Arc<crate::runtime::NetworkPolicy>,
+    /// What each pod may hold of this node.
+    pub pod_limits: crate::runtime::PodLimits,
 }
 
 /// A pod this agent has taken on: the task running it (none for a pod that had
@@ -350,9 +354,10 @@ impl Agent {
                 StartError::Transient(format!("fetching component {digest}: {e:#}"))
             })?;
         let dir = self.scratch_dir(pod);
-        let scratch = ScratchDir::create(dir.clone()).map_err(|e| {
-            StartError::Transient(format!("creating scratch dir {}: {e}", dir.display()))
-        })?;
+        let scratch =
+            ScratchDir::create(dir.clone(), self.config.pod_limits.scratch).map_err(|e| {
+                StartError::Transient(format!("creating scratch dir {}: {e}", dir.display()))
+            })?;
         let (_, output) =
             self.logs
                 .open(key, pod.namespace(), &pod.metadata.name, &pod.metadata.uid);
@@ -370,6 +375,8 @@ impl Agent {
             scratch: Some(scratch),
             output: Some(output),
             on_failure: None,
+            network: self.config.network.clone(),
+            max_instances: self.config.pod_limits.max_instances,
         };
         let cannot_run = |world: &str, e: crate::runtime::PrepareError| {
             StartError::Permanent(format!(

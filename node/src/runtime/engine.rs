@@ -172,6 +172,14 @@ impl Runtime {
         // HTTP handlers, so link all of WASI p2; the WasiCtx each store gets
         // decides what those imports can actually reach.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
+        // wasi:filesystem again, through the scratch quota (replacing the above).
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::filesystem::types::add_to_linker::<
+            HostState,
+            super::scratch::QuotaFilesystem,
+        >(&mut linker, HostState::quota_fs)
+        .map_err(to_anyhow)?;
+        linker.allow_shadowing(false);
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(to_anyhow)?;
         let artifacts = ArtifactCache::new(&engine, config.artifact_dir.clone())
             .context("creating the compiled-artifact directory")?;

@@ -21,7 +21,9 @@ use super::engine::HttpComponent;
 use super::limits::{MemoryBudget, MemoryRefused};
 use super::outbound::OutboundPolicy;
 use super::output::OutputSink;
-use super::state::{HostState, Sandbox, ScratchDir};
+use super::prefetch::{prefetch, PrefetchError};
+use super::scratch::{ScratchDir, ScratchQuota};
+use super::state::{HostState, Sandbox};
 
 /// The guest's response body. It streams: the instance keeps running and
 /// writing it after the head is returned, until it finishes or its deadline.
@@ -78,6 +80,25 @@ impl std::fmt::Debug for ResponseBody {
 /// the agent can record it; called on the request's task, must not block.
 pub type FailureSink = Arc<dyn Fn(&HandleError) + Send + Sync>;
 
+/// What each pod may hold of its node beyond its manifest's memory and
+/// timeout (the node's settings, the same for every pod).
+#[derive(Clone, Copy, Debug)]
+pub struct PodLimits {
+    pub scratch: ScratchQuota,
+    /// Instances of one pod alive at once: its requests in flight (http), so
+    /// one pod cannot take the node's whole instance pool.
+    pub max_instances: usize,
+}
+
+impl Default for PodLimits {
+    fn default() -> Self {
+        PodLimits {
+            scratch: ScratchQuota::default(),
+            max_instances: 256,
+        }
+    }
+}
+
 /// What a pod's manifest says about how its instances run, and where their
 /// output and failures go.
 #[derive(Clone)]
@@ -100,6 +121,10 @@ pub struct PodSettings {
     pub output: Option<Arc<dyn OutputSink>>,
     /// Told about failed requests (http pods).
     pub on_failure: Option<FailureSink>,
+    /// The node's policy on where outbound connections may go.
+    pub network: Arc<super::egress::NetworkPolicy>,
+    /// Requests in flight at once (see [`PodLimits::max_instances`]).
+    pub max_instances: usize,
 }
 
 impl Default for PodSettings {
@@ -114,6 +139,8 @@ impl Default for PodSettings {
             scratch: None,
             output: None,
             on_failure: None,
+            network: Arc::default(),
+            max_instances: PodLimits::default().max_instances,
         }
     }
 }
@@ -137,6 +164,7 @@ impl PodSettings {
             env: self.env.clone(),
             args: self.args.clone(),
             outbound: Arc::new(OutboundPolicy::lenient(&self.outbound)),
+            network: self.network.clone(),
             scratch: self.scratch.clone(),
             output: self.output.clone(),
             program: program.to_string(),
@@ -197,6 +225,9 @@ struct PodInner {
     timeout: Duration,
     budget: MemoryBudget,
     on_failure: Option<FailureSink>,
+    /// One permit per live instance.
+    instances: Arc<tokio::sync::Semaphore>,
+    max_instances: usize,
 }
 
 impl HttpPod {
@@ -210,6 +241,8 @@ impl HttpPod {
                 timeout: settings.timeout,
                 budget: MemoryBudget::new(settings.memory_bytes),
                 on_failure: settings.on_failure,
+                instances: Arc::new(tokio::sync::Semaphore::new(settings.max_instances.max(1))),
+                max_instances: settings.max_instances.max(1),
             }),
         }
     }
@@ -222,6 +255,11 @@ impl HttpPod {
     /// Bytes of linear memory its live instances hold right now.
     pub fn memory_in_use(&self) -> u64 {
         self.inner.budget.used()
+    }
+
+    /// Instances alive now (requests in flight, bodies still streaming included).
+    pub fn instances_in_use(&self) -> usize {
+        self.inner.max_instances - self.inner.instances.available_permits()
     }
 
     /// The pod's memory budget in bytes.
@@ -265,13 +303,31 @@ impl HttpPod {
         let deadline = now
             .checked_add(self.inner.timeout)
             .unwrap_or(now + Duration::from_secs(86_400));
-        let mut store = self.new_store(deadline)?;
-
         if req.uri().authority().is_none() && !req.headers().contains_key(http::header::HOST) {
             return Err(HandleError::BadRequest(
                 "the request has neither a Host header nor an absolute URI".into(),
             ));
         }
+        // The body first, then an instance: a slow sender holds no instance.
+        let (parts, body) = req.into_parts();
+        let body = match prefetch(body, deadline).await {
+            Ok(body) => body,
+            Err(PrefetchError::Timeout) => return Err(HandleError::Timeout),
+            Err(PrefetchError::Body(e)) => {
+                return Err(HandleError::BadRequest(format!(
+                    "the request body failed: {}",
+                    e.into()
+                )))
+            }
+        };
+        let req = hyper::Request::from_parts(parts, body);
+        let Ok(permit) = self.inner.instances.clone().try_acquire_owned() else {
+            return Err(HandleError::Unavailable(format!(
+                "the pod has {} requests in flight, its limit",
+                self.inner.max_instances
+            )));
+        };
+        let mut store = self.new_store(deadline)?;
         let scheme = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
             Scheme::Https
         } else {
@@ -304,6 +360,7 @@ impl HttpPod {
         let pre = self.inner.pre.clone();
         let task = tokio::spawn(
             async move {
+                let _permit = permit;
                 let outcome = run(pre, store, req, out, deadline).await;
                 if let Err(e) = &outcome {
                     if responded.load(Ordering::Acquire) {

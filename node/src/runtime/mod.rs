@@ -16,7 +16,8 @@
 //!   request runs past its deadline, and every guest yields on each epoch
 //!   tick, so no pod starves another;
 //! - a guest gets no sockets, no files but its pod's scratch directory, and
-//!   outbound HTTP only to the authorities its pod lists;
+//!   outbound HTTP only to the authorities its pod lists, and only where they
+//!   resolve to an address the node's network policy permits;
 //! - a compiled artifact is loaded only if its checksum holds (the one
 //!   `unsafe` in reef, in `cache.rs`).
 //!
@@ -25,19 +26,24 @@
 
 mod cache;
 mod command;
+mod egress;
 mod engine;
 mod http;
 mod limits;
 mod outbound;
 mod output;
+mod prefetch;
+mod scratch;
 mod state;
 
 pub use cache::CacheStats;
 pub use command::{CommandPod, Exit};
+pub use egress::{Cidr, NetworkPolicy};
 pub use engine::{
     digest_of, CommandComponent, HttpComponent, PrepareError, Runtime, RuntimeConfig,
 };
-pub use http::{FailureSink, HandleError, HttpPod, PodSettings, ResponseBody};
+pub use http::{FailureSink, HandleError, HttpPod, PodLimits, PodSettings, ResponseBody};
 pub use outbound::{InvalidPattern, OutboundPolicy};
 pub use output::{OutputSink, Stream};
-pub use state::{ScratchDir, SCRATCH_GUEST_PATH};
+pub use scratch::{ScratchDir, ScratchQuota};
+pub use state::SCRATCH_GUEST_PATH;

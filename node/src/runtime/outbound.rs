@@ -16,7 +16,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::uri::{Authority, Scheme};
-use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// A parsed `outbound` list. The empty list (the default) allows nothing.
@@ -142,10 +141,11 @@ fn normalise_host(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// The wasi-http hooks of one store: the default behaviour behind the pod's
-/// outbound policy.
+/// The wasi-http hooks of one store: the pod's allow-list on the name, then
+/// the node's network policy on the resolved address.
 pub(crate) struct OutboundHooks {
     pub(crate) policy: Arc<OutboundPolicy>,
+    pub(crate) network: Arc<super::egress::NetworkPolicy>,
 }
 
 type ResponseFuture = Box<
@@ -171,11 +171,8 @@ impl WasiHttpHooks for OutboundHooks {
             tracing::debug!(uri = %request.uri(), "outbound request denied by the pod's outbound list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        Box::new(async move {
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            let io: Box<dyn Future<Output = Result<(), HttpError>> + Send> = Box::new(io);
-            Ok((response.map(BodyExt::boxed_unsync), io))
-        })
+        let network = self.network.clone();
+        Box::new(async move { super::egress::send(&network, request, options).await })
     }
 }
 

@@ -1,7 +1,6 @@
 //! What a pod's instances may touch ([`Sandbox`]), and the host state of one
 //! store built from it, with the views WASI needs.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
@@ -11,45 +10,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::limits::{MemoryBudget, PodLimiter};
 use super::outbound::{OutboundHooks, OutboundPolicy};
 use super::output::{GuestOutput, OutputSink, Stream};
+use super::scratch::{QuotaFs, ScratchDir};
+use wasmtime_wasi::filesystem::WasiFilesystemView;
 
 /// Where a pod's scratch directory appears inside the guest.
 pub const SCRATCH_GUEST_PATH: &str = "/tmp";
-
-/// A pod's scratch directory. Removed when its last holder lets go: the pod,
-/// and any request still running in it after the pod was retired.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    /// Creates the directory (or takes over the one a previous run left).
-    pub fn create(path: PathBuf) -> std::io::Result<Arc<ScratchDir>> {
-        std::fs::create_dir_all(&path)?;
-        Ok(Arc::new(ScratchDir { path }))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let path = std::mem::take(&mut self.path);
-        let remove = move || match std::fs::remove_dir_all(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(dir = %path.display(), "cannot remove scratch dir: {e}"),
-        };
-        // A guest may have left a big tree: not on an async worker, not under
-        // whatever lock the last holder dropped it in.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
-            Err(_) => remove(),
-        }
-    }
-}
 
 /// Everything a pod's instances can reach beyond their own memory: their
 /// env and args, the outbound allow-list, one scratch directory, and a sink
@@ -60,6 +25,8 @@ pub struct Sandbox {
     /// The command world's arguments (`argv[1..]`; `argv[0]` is the pod's name).
     pub args: Vec<String>,
     pub outbound: Arc<OutboundPolicy>,
+    /// Which resolved addresses outbound connections may reach.
+    pub network: Arc<super::egress::NetworkPolicy>,
     /// A host directory the guest sees read-write at [`SCRATCH_GUEST_PATH`].
     pub scratch: Option<Arc<ScratchDir>>,
     /// Receives stdout and stderr; without one, output is discarded.
@@ -121,10 +88,22 @@ impl HostState {
             http: WasiHttpCtx::new(),
             hooks: OutboundHooks {
                 policy: sandbox.outbound.clone(),
+                network: sandbox.network.clone(),
             },
             limiter: PodLimiter::new(budget),
             _scratch: sandbox.scratch.clone(),
         })
+    }
+}
+
+impl HostState {
+    /// The filesystem as the guest sees it: its scratch directory, within quota.
+    pub(crate) fn quota_fs(&mut self) -> QuotaFs<'_> {
+        let scratch = self._scratch.clone();
+        QuotaFs {
+            inner: self.filesystem(),
+            scratch,
+        }
     }
 }
 

@@ -39,8 +39,62 @@ fn handle(req: Request) -> Response {
                 .collect::<String>(),
         ),
         "/fetch" => fetch(&arg("authority").unwrap_or_default()),
+        "/write" => {
+            let path = arg("path").unwrap_or_else(|| "/tmp/data".into());
+            let total: usize = arg("bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let chunk: usize = arg("chunk").and_then(|v| v.parse().ok()).unwrap_or(65536);
+            let at: Option<u64> = arg("at").and_then(|v| v.parse().ok());
+            Response::text(200, write_file(&path, total, chunk.max(1), at))
+        }
+        "/files" => {
+            let count: usize = arg("count").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut made = 0;
+            for i in 0..count {
+                if let Err(e) = std::fs::write(format!("/tmp/f{i}"), b"x") {
+                    return Response::text(200, format!("created {made} files, then: {e}\n"));
+                }
+                made += 1;
+            }
+            Response::text(200, format!("created {made} files\n"))
+        }
+        "/remove" => {
+            let path = arg("path").unwrap_or_default();
+            match std::fs::remove_file(&path) {
+                Ok(()) => Response::text(200, "removed\n"),
+                Err(e) => Response::text(200, format!("error: {e}\n")),
+            }
+        }
+        "/read" => match std::fs::read(arg("path").unwrap_or_default()) {
+            Ok(bytes) => Response::text(200, format!("read {} bytes\n", bytes.len())),
+            Err(e) => Response::text(200, format!("error: {e}\n")),
+        },
         _ => Response::text(404, "no such route\n"),
     }
+}
+
+/// Writes `total` bytes to `path` in chunks (at offset `at` if given, else
+/// from the start) and says how far it got.
+fn write_file(path: &str, total: usize, chunk: usize, at: Option<u64>) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = match std::fs::OpenOptions::new().create(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) => return format!("wrote 0 bytes, then: {e}\n"),
+    };
+    if let Some(at) = at {
+        if let Err(e) = file.seek(SeekFrom::Start(at)) {
+            return format!("wrote 0 bytes, then: {e}\n");
+        }
+    }
+    let block = vec![7u8; chunk];
+    let mut written = 0;
+    while written < total {
+        let n = chunk.min(total - written);
+        if let Err(e) = file.write_all(&block[..n]) {
+            return format!("wrote {written} bytes, then: {e}\n");
+        }
+        written += n;
+    }
+    format!("wrote {written} bytes\n")
 }
 
 /// GET http://{authority}/ through wasi:http; reports the status or the
