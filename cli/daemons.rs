@@ -89,6 +89,7 @@ impl ServeTuning {
             max_connections: self.max_connections,
             first_byte_timeout: self.header_timeout.0,
             header_timeout: self.header_timeout.0,
+            tls: None,
         }
     }
 }
@@ -146,6 +147,9 @@ pub struct UpArgs {
     /// Manifests to apply once the cluster is ready.
     #[arg(long)]
     apply: Vec<PathBuf>,
+    /// Serve the API over HTTPS even on loopback (beyond loopback it always is).
+    #[arg(long, env = "REEF_TLS")]
+    tls: bool,
     /// Name of the node inside this process.
     #[arg(long, env = "REEF_NODE_NAME", default_value = "local")]
     node_name: String,
@@ -183,6 +187,12 @@ pub struct ControlPlaneArgs {
     /// `member.token`), for --join (or set REEF_JOIN_TOKEN).
     #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
+    /// The cluster CA (the first member's `ca.crt`), to trust an https:// --join URL.
+    #[arg(long, env = "REEF_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Serve HTTPS even on loopback (beyond loopback a member always does).
+    #[arg(long, env = "REEF_TLS")]
+    tls: bool,
     #[command(flatten)]
     tuning: ControlPlaneTuning,
     #[command(flatten)]
@@ -202,6 +212,9 @@ pub struct NodeArgs {
     /// to obtain this node's own credential (kept in the data dir).
     #[arg(long, env = "REEF_JOIN_TOKEN_FILE")]
     join_token_file: Option<PathBuf>,
+    /// The cluster CA (a member's `ca.crt`), to trust https:// servers.
+    #[arg(long, env = "REEF_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Ingress address of this node's proxy.
     #[arg(long, env = "REEF_INGRESS")]
     ingress: String,
@@ -375,23 +388,28 @@ pub async fn up(args: UpArgs) -> CliResult {
         snapshot_every: Some(args.control_plane.snapshot_every),
         keep_logs: Some(args.control_plane.keep_logs),
         controllers: args.control_plane.controllers(),
+        tls: args.tls,
     })
     .await?;
     let tokens = member
         .tokens
         .as_ref()
         .ok_or_else(|| Failure::other("error: the first member has no tokens"))?;
-    let server = format!("http://{api_addr}");
+    let server = format!("{}://{api_addr}", member.scheme);
+    let with_ca = |client: Client| -> Result<Client, Failure> {
+        Ok(match &member.ca_pem {
+            Some(ca) if member.scheme == "https" => client.with_ca(ca)?,
+            _ => client,
+        })
+    };
     let node_data = data_dir.join("node");
     create_dir(&node_data)?;
-    let credential = reef_node::credential::obtain(
+    let joining = with_ca(Client::new(
         vec![server.clone()],
-        &tokens.join,
-        &args.node_name,
-        &node_data,
-    )
-    .await?;
-    let node_client = Client::new(vec![server.clone()], Some(credential))?;
+        Some(tokens.join.clone()),
+    )?)?;
+    let credential = reef_node::credential::obtain(joining, &args.node_name, &node_data).await?;
+    let node_client = with_ca(Client::new(vec![server.clone()], Some(credential))?)?;
     let ingress_addr = ingress_listener.local_addr().map_err(anyhow::Error::from)?;
     let node_listener = bind("node-listen", &args.node_listen).await?;
     let node_addr = node_listener.local_addr().map_err(anyhow::Error::from)?;
@@ -418,6 +436,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         server: vec![server.clone()],
         token: Some(tokens.admin.clone()),
         namespace: ClientConfig::load().ok().and_then(|c| c.namespace),
+        ca: member.ca_pem.clone().filter(|_| member.scheme == "https"),
     };
     let config_path = client_config
         .save()
@@ -432,7 +451,7 @@ pub async fn up(args: UpArgs) -> CliResult {
     )?;
     tracing::info!(data_dir = %data_dir.display(), config = %config_path.display(), "cluster ready");
     if !manifests.is_empty() {
-        let admin = Client::new(vec![server], Some(tokens.admin.clone()))?;
+        let admin = with_ca(Client::new(vec![server], Some(tokens.admin.clone()))?)?;
         wait_for_node(&admin, &args.node_name, Duration::from_secs(60)).await?;
         for (file, manifest) in args.apply.iter().zip(&manifests) {
             // The cluster is up and may hold other work: report, keep serving.
@@ -445,6 +464,15 @@ pub async fn up(args: UpArgs) -> CliResult {
     node.drain(args.node.drain_timeout.0).await;
     member.shutdown().await;
     Ok(())
+}
+
+/// The cluster CA from `--ca-file`, if given.
+fn read_ca(file: Option<&Path>) -> Result<Option<String>, Failure> {
+    file.map(|file| {
+        std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("error: --ca-file {}: {e}", file.display())))
+    })
+    .transpose()
 }
 
 /// The join token from `--join-token-file FILE`, else `REEF_JOIN_TOKEN`.
@@ -468,6 +496,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         (Some(url), _) => Bootstrap::Join {
             url: url.clone(),
             token: join_token(args.join_token_file.as_deref())?,
+            ca: read_ca(args.ca_file.as_deref())?,
         },
         (None, true) => Bootstrap::Init,
         (None, false) => Bootstrap::Resume,
@@ -489,6 +518,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         snapshot_every: Some(args.tuning.snapshot_every),
         keep_logs: Some(args.tuning.keep_logs),
         controllers: args.tuning.controllers(),
+        tls: args.tls,
     })
     .await?;
     tracing::info!(id = args.id, "member ready");
@@ -501,9 +531,16 @@ pub async fn node(args: NodeArgs) -> CliResult {
     create_dir(&args.data_dir)?;
     let token = join_token(args.join_token_file.as_deref())?;
     let servers = config::parse_servers(&args.server);
-    let credential =
-        reef_node::credential::obtain(servers.clone(), &token, &args.name, &args.data_dir).await?;
-    let client = Client::new(servers, Some(credential))?;
+    let ca = read_ca(args.ca_file.as_deref())?;
+    let with_ca = |client: Client| -> Result<Client, Failure> {
+        Ok(match &ca {
+            Some(ca) => client.with_ca(ca)?,
+            None => client,
+        })
+    };
+    let joining = with_ca(Client::new(servers.clone(), Some(token))?)?;
+    let credential = reef_node::credential::obtain(joining, &args.name, &args.data_dir).await?;
+    let client = with_ca(Client::new(servers, Some(credential))?)?;
     let ingress = bind("ingress", &args.ingress).await?;
     let ingress_addr = ingress.local_addr().map_err(anyhow::Error::from)?;
     let listen = bind("listen", &args.listen).await?;

@@ -13,8 +13,16 @@ use std::time::Duration;
 /// The configured client and namespace (`-n` beats the config, which beats "default").
 pub fn connect(namespace: Option<String>) -> Result<(Client, String), Failure> {
     let (config, namespace) = settings(namespace)?;
+    Ok((client_of(config)?, namespace))
+}
+
+/// A client for the configured servers, token and CA.
+fn client_of(config: ClientConfig) -> Result<Client, Failure> {
     let client = Client::new(config.server, config.token)?;
-    Ok((client, namespace))
+    Ok(match &config.ca {
+        Some(ca) => client.with_ca(ca)?,
+        None => client,
+    })
 }
 
 /// The client config and the namespace to use, without connecting.
@@ -45,7 +53,7 @@ pub async fn apply(file: &Path, namespace: Option<String>, wait: bool) -> CliRes
     // Validate locally first: bad input is reported even with no cluster running.
     let (config, namespace) = settings(namespace)?;
     let manifest = load_manifest(file, &namespace)?;
-    let client = Client::new(config.server, config.token)?;
+    let client = client_of(config)?;
     apply_manifest(&client, &manifest).await?;
     if wait {
         wait_for_rollout(&client, &manifest, Duration::from_secs(300)).await?;

@@ -57,7 +57,8 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
             "--advertise",
             &advertise,
         ];
-        let join_url = format!("http://{}:7070", ips[0]);
+        // Beyond loopback members serve HTTPS under the cluster CA.
+        let join_url = format!("https://{}:7070", ips[0]);
         if i == 0 {
             args.push("--init");
         } else {
@@ -66,6 +67,8 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
                 &join_url,
                 "--join-token-file",
                 "/first/member.token",
+                "--ca-file",
+                "/first/ca.crt",
             ]);
         }
         let mounts = vec![
@@ -90,13 +93,17 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         .expect("admin token")
         .trim()
         .to_string();
-    let urls: Vec<String> = ips.iter().map(|ip| format!("http://{ip}:7070")).collect();
+    let ca = std::fs::read_to_string(dirs[0].join("ca.crt")).expect("ca.crt");
+    let urls: Vec<String> = ips.iter().map(|ip| format!("https://{ip}:7070")).collect();
     let only = |i: usize| {
         Client::new(vec![urls[i].clone()], Some(token.clone()))
+            .and_then(|c| c.with_ca(&ca))
             .expect("client")
             .with_retry_for(Duration::from_secs(0))
     };
-    let everyone = Client::new(urls.clone(), Some(token.clone())).expect("client");
+    let everyone = Client::new(urls.clone(), Some(token.clone()))
+        .and_then(|c| c.with_ca(&ca))
+        .expect("client");
     let leader_of = |client: Client| async move {
         let members = client.members().await.ok()?;
         (members.len() == 3 && members.iter().all(|m| m.role != "learner"))
@@ -154,7 +161,9 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         .args([
             "exec",
             "-e",
-            "REEF_SERVER=http://127.0.0.1:7070",
+            "REEF_SERVER=https://127.0.0.1:7070",
+            "-e",
+            "REEF_CA_FILE=/data/ca.crt",
             "-e",
             &format!("REEF_TOKEN={token}"),
         ])
@@ -188,7 +197,9 @@ async fn partitioned_leader_acknowledges_nothing_and_the_majority_serves() {
         .args([
             "exec",
             "-e",
-            "REEF_SERVER=http://127.0.0.1:7070",
+            "REEF_SERVER=https://127.0.0.1:7070",
+            "-e",
+            "REEF_CA_FILE=/data/ca.crt",
             "-e",
             &format!("REEF_TOKEN={token}"),
         ])

@@ -91,9 +91,7 @@ impl Client {
         if servers.is_empty() {
             return Err(ClientError::NoServer);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(30))
+        let http = http_builder()
             .build()
             .map_err(|e| ClientError::Decode(e.to_string()))?;
         Ok(Client {
@@ -103,6 +101,19 @@ impl Client {
             preferred: Arc::new(AtomicUsize::new(0)),
             retry_for: Duration::from_secs(15),
         })
+    }
+
+    /// The same client trusting only `ca_pem` (the cluster CA, PEM) for
+    /// HTTPS members.
+    pub fn with_ca(mut self, ca_pem: &str) -> Result<Client> {
+        let cert = reqwest::Certificate::from_pem(ca_pem.as_bytes()).map_err(|e| {
+            ClientError::Decode(format!("the cluster CA certificate does not parse: {e}"))
+        })?;
+        self.http = http_builder()
+            .add_root_certificate(cert)
+            .build()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(self)
     }
 
     pub fn servers(&self) -> &[String] {
@@ -512,6 +523,15 @@ impl Client {
     }
 }
 
+/// HTTPS trusts no built-in roots: only the cluster CA given with
+/// [`Client::with_ca`].
+fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tls_built_in_root_certs(false)
+}
+
 fn with_query(mut path: String, query: &[(&str, &str)]) -> String {
     for (i, (k, v)) in query.iter().enumerate() {
         path.push(if i == 0 && !path.contains('?') {
@@ -547,6 +567,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         message.push_str(": ");
         message.push_str(&cause.to_string());
         source = cause.source();
+    }
+    if message.contains("certificate") || message.contains("UnknownIssuer") {
+        message.push_str(
+            " (the server's certificate is not signed by the cluster CA this client trusts: \
+             check `ca` in the client config or REEF_CA_FILE)",
+        );
     }
     message
 }

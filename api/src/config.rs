@@ -1,5 +1,5 @@
 //! The client configuration file (`$XDG_CONFIG_HOME/reef/config.toml`) and the
-//! environment overrides (`REEF_SERVER`, `REEF_TOKEN`) of DESIGN §5.
+//! environment overrides (`REEF_SERVER`, `REEF_TOKEN`, `REEF_CA_FILE`) of DESIGN §5.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ pub struct ClientConfig {
     pub token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The cluster CA (PEM) to trust for `https://` servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -68,7 +71,7 @@ pub fn parse_servers(list: &str) -> Vec<String> {
 }
 
 impl ClientConfig {
-    /// The file (if any) with `REEF_SERVER` / `REEF_TOKEN` applied on top.
+    /// The file (if any) with `REEF_SERVER` / `REEF_TOKEN` / `REEF_CA_FILE` applied on top.
     pub fn load() -> Result<ClientConfig, String> {
         let path = config_path();
         let mut config = match std::fs::read_to_string(&path) {
@@ -83,6 +86,11 @@ impl ClientConfig {
         }
         if let Ok(token) = std::env::var("REEF_TOKEN") {
             config.token = Some(token);
+        }
+        if let Ok(file) = std::env::var("REEF_CA_FILE") {
+            config.ca = Some(
+                std::fs::read_to_string(&file).map_err(|e| format!("REEF_CA_FILE {file}: {e}"))?,
+            );
         }
         Ok(config)
     }

@@ -24,6 +24,8 @@ const NODE_CREDENTIALS: &str = "/auth/nodes/";
 const RAFT_SECRET_KEY: &str = "/cluster/raft-secret";
 /// The key nodes and members sign node-to-node requests with.
 const NODE_ACCESS_KEY: &str = "/cluster/node-access";
+/// The cluster CA's certificate and key (JSON of [`crate::tls::ClusterCa`]).
+const CA_KEY: &str = "/cluster/ca";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct TokenRecord {
@@ -369,6 +371,31 @@ impl Credentials {
                 ops: vec![Op::Put {
                     key: key.to_string(),
                     value: secret.as_bytes().to_vec(),
+                }],
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The cluster CA, if the cluster has one.
+    pub fn cluster_ca(&self) -> Result<Option<crate::tls::ClusterCa>> {
+        match self.store.get(CA_KEY)? {
+            Some(kv) => Ok(Some(serde_json::from_slice(&kv.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes the key space hold the cluster CA (kept if one is there already).
+    pub async fn publish_ca(&self, ca: &crate::tls::ClusterCa) -> Result<()> {
+        if self.store.get(CA_KEY)?.is_some() {
+            return Ok(());
+        }
+        self.store
+            .txn(Txn {
+                checks: vec![Check::Absent { key: CA_KEY.into() }],
+                ops: vec![Op::Put {
+                    key: CA_KEY.into(),
+                    value: serde_json::to_vec(ca)?,
                 }],
             })
             .await?;

@@ -14,3 +14,4 @@ mod reconcile;
 pub mod registry;
 pub mod scheduler;
 pub mod store;
+pub mod tls;

@@ -12,6 +12,7 @@ use crate::credentials::{self, BootstrapTokens, Credentials};
 use crate::registry::Registry;
 use crate::scheduler::{plan::Policy, Scheduler};
 use crate::store::{Store, StoreConfig};
+use crate::tls::ClusterCa;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,8 +27,13 @@ pub enum Bootstrap {
     Resume,
     /// Start a new cluster with this member as its only voter.
     Init,
-    /// Join the cluster that `url` (any member) belongs to, with the member token.
-    Join { url: String, token: String },
+    /// Join the cluster that `url` (any member) belongs to, with the member
+    /// token, trusting `ca` (PEM) when `url` is HTTPS.
+    Join {
+        url: String,
+        token: String,
+        ca: Option<String>,
+    },
 }
 
 pub struct MemberConfig {
@@ -47,6 +53,8 @@ pub struct MemberConfig {
     /// Log entries kept behind a snapshot for followers that lag a little.
     pub keep_logs: Option<u64>,
     pub controllers: crate::controllers::ControllerConfig,
+    /// Serve HTTPS even on loopback (beyond loopback a member always does).
+    pub tls: bool,
 }
 
 pub struct Member {
@@ -55,42 +63,98 @@ pub struct Member {
     pub address: SocketAddr,
     /// The admin, join and member tokens, for a member that created the cluster.
     pub tokens: Option<BootstrapTokens>,
+    /// The cluster CA's certificate (PEM), which clients of an HTTPS member trust.
+    pub ca_pem: Option<String>,
+    /// "https" or "http".
+    pub scheme: &'static str,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 const SECRET_FILE: &str = "raft.secret";
+/// The cluster CA, kept in the data dir so a member can serve before its
+/// store is open (`ca.crt` is also what nodes and clients are given).
+const CA_CERT_FILE: &str = "ca.crt";
+const CA_KEY_FILE: &str = "ca.key";
 
-/// The Raft secret: from the data dir, or minted (init), or fetched (join).
-async fn raft_secret(data_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Result<String> {
-    let path = data_dir.join(SECRET_FILE);
-    if let Ok(secret) = std::fs::read_to_string(&path) {
-        if !secret.trim().is_empty() {
-            return Ok(secret.trim().to_string());
+/// What a member needs from its cluster before it serves.
+struct Material {
+    secret: String,
+    ca: Option<ClusterCa>,
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+}
+
+fn save_ca(data_dir: &Path, ca: &ClusterCa) -> anyhow::Result<()> {
+    let cert = data_dir.join(CA_CERT_FILE);
+    std::fs::write(&cert, &ca.cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+    let key = data_dir.join(CA_KEY_FILE);
+    reef_api::config::write_private(&key, ca.key_pem.as_bytes())
+        .with_context(|| format!("writing {}", key.display()))
+}
+
+/// The Raft secret and the CA: from the data dir, or minted (init), or
+/// fetched (join). A restored member finds its CA in its store later.
+async fn material(data_dir: &Path, bootstrap: &Bootstrap) -> anyhow::Result<Material> {
+    let secret_path = data_dir.join(SECRET_FILE);
+    let secret = read_trimmed(&secret_path).map(|s| s.trim().to_string());
+    let ca = match (
+        read_trimmed(&data_dir.join(CA_CERT_FILE)),
+        read_trimmed(&data_dir.join(CA_KEY_FILE)),
+    ) {
+        (Some(cert_pem), Some(key_pem)) => Some(ClusterCa { cert_pem, key_pem }),
+        _ => None,
+    };
+    let (secret, ca) = match (secret, bootstrap) {
+        (Some(secret), _) => (secret, ca),
+        (None, Bootstrap::Init) => (
+            credentials::new_secret(),
+            Some(match ca {
+                Some(ca) => ca,
+                None => ClusterCa::generate()?,
+            }),
+        ),
+        (
+            None,
+            Bootstrap::Join {
+                url,
+                token,
+                ca: trusted,
+            },
+        ) => {
+            let info = fetch_join_info(url, token, trusted.as_deref()).await?;
+            (info.raft_secret, info.ca)
         }
-    }
-    let secret = match bootstrap {
-        Bootstrap::Init => credentials::new_secret(),
-        Bootstrap::Join { url, token } => fetch_join_info(url, token).await?.raft_secret,
-        Bootstrap::Resume => bail!(
+        (None, Bootstrap::Resume) => bail!(
             "{} holds no cluster state: pass --init to start a cluster or --join URL to join one",
             data_dir.display()
         ),
     };
-    reef_api::config::write_private(&path, format!("{secret}\n").as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(secret)
+    reef_api::config::write_private(&secret_path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("writing {}", secret_path.display()))?;
+    if let Some(ca) = &ca {
+        save_ca(data_dir, ca)?;
+    }
+    Ok(Material { secret, ca })
 }
 
-fn join_client(url: &str, token: &str) -> anyhow::Result<reef_api::Client> {
-    Ok(reef_api::Client::new(
+fn join_client(url: &str, token: &str, ca: Option<&str>) -> anyhow::Result<reef_api::Client> {
+    let mut client = reef_api::Client::new(
         reef_api::config::parse_servers(url),
         Some(token.to_string()),
     )?
-    .with_retry_for(Duration::from_secs(60)))
+    .with_retry_for(Duration::from_secs(60));
+    if let Some(ca) = ca {
+        client = client.with_ca(ca)?;
+    }
+    Ok(client)
 }
 
-async fn fetch_join_info(url: &str, token: &str) -> anyhow::Result<JoinInfo> {
-    let client = join_client(url, token)?;
+async fn fetch_join_info(url: &str, token: &str, ca: Option<&str>) -> anyhow::Result<JoinInfo> {
+    let client = join_client(url, token, ca)?;
     let response = client
         .get_raw("/api/v1/cluster/join")
         .await
@@ -98,14 +162,34 @@ async fn fetch_join_info(url: &str, token: &str) -> anyhow::Result<JoinInfo> {
     response.json().await.context("reading the join answer")
 }
 
+/// The names a member's certificate covers: how members, nodes and local
+/// clients reach it.
+fn certificate_names(address: SocketAddr, advertise: &str) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !address.ip().is_unspecified() {
+        names.push(address.ip().to_string());
+    }
+    let host = match advertise.rsplit_once(':') {
+        Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+        None => advertise,
+    };
+    names.push(host.to_string());
+    names
+}
+
 /// Asks the cluster to add this member; returns once it is a voter.
 async fn request_membership(
     url: &str,
     token: &str,
+    ca: Option<&str>,
     id: u64,
     advertise: &str,
 ) -> anyhow::Result<()> {
-    let client = join_client(url, token)?;
+    let client = join_client(url, token, ca)?;
     client.add_member(id, advertise).await.with_context(|| {
         format!("joining the cluster through {url} as member {id} at {advertise}")
     })?;
@@ -124,13 +208,22 @@ impl Member {
         };
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-        let secret = raft_secret(&config.data_dir, &config.bootstrap).await?;
+        let Material { secret, mut ca } = material(&config.data_dir, &config.bootstrap).await?;
+        // Beyond loopback a member always serves HTTPS; on loopback when asked.
+        let tls = config.tls || !address.ip().is_loopback();
+        // Members reach each other at this address; its scheme says HTTPS.
+        let member_address = if tls {
+            format!("https://{advertise}")
+        } else {
+            advertise.clone()
+        };
         let mut store_config = StoreConfig::new(
             config.id,
             config.data_dir.join("store"),
-            advertise.clone(),
+            member_address.clone(),
             secret.clone(),
         );
+        store_config.ca_pem = ca.as_ref().map(|ca| ca.cert_pem.clone());
         if let Some(every) = config.snapshot_every {
             store_config.snapshot_every = every;
         }
@@ -148,12 +241,34 @@ impl Member {
                 config.data_dir.display()
             );
         }
+        let credentials = Credentials::new(store.clone());
+        if ca.is_none() {
+            // A restored member: the CA came with the backup.
+            ca = credentials.cluster_ca()?;
+            if let Some(ca) = &ca {
+                save_ca(&config.data_dir, ca)?;
+            }
+        }
+        let mut serve = config.serve;
+        if tls {
+            let Some(ca) = &ca else {
+                bail!(
+                    "this member must serve HTTPS (it listens on {address}) but its cluster has no CA: \
+                     the cluster was made before reef had one; start it on loopback, or start a new cluster"
+                );
+            };
+            let cert = ca.issue_server(&certificate_names(address, &advertise))?;
+            serve.tls = Some(
+                reef_net::tls::server_config(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
+            );
+        }
         let registry = Registry::new(store.clone());
         let router = apiserver::router(registry.clone(), config.api);
         let service = hyper_util::service::TowerToHyperService::new(router);
         let server = tokio::spawn(reef_net::serve(
             config.listener,
-            config.serve,
+            serve,
             move |_peer| service.clone(),
             None,
         ));
@@ -162,12 +277,12 @@ impl Member {
                 .initialize_single()
                 .await
                 .context("initialising the cluster")?,
-            (Bootstrap::Join { url, token }, true) => {
-                request_membership(url, token, config.id, &advertise).await?;
+            (Bootstrap::Join { url, token, ca }, true) => {
+                request_membership(url, token, ca.as_deref(), config.id, &member_address).await?;
             }
             // A join that was cut short left a learner: ask again to be promoted.
-            (Bootstrap::Join { url, token }, false) if is_learner(&store, config.id) => {
-                request_membership(url, token, config.id, &advertise).await?;
+            (Bootstrap::Join { url, token, ca }, false) if is_learner(&store, config.id) => {
+                request_membership(url, token, ca.as_deref(), config.id, &member_address).await?;
             }
             (Bootstrap::Init | Bootstrap::Join { .. }, false) => {
                 tracing::info!(
@@ -177,12 +292,17 @@ impl Member {
             (Bootstrap::Resume, _) => {}
         }
         wait_for_leader(&store).await;
-        let credentials = Credentials::new(store.clone());
         if store.is_leader() {
             credentials
                 .publish_raft_secret(&secret)
                 .await
                 .context("publishing the Raft secret")?;
+            if let Some(ca) = &ca {
+                credentials
+                    .publish_ca(ca)
+                    .await
+                    .context("publishing the cluster CA")?;
+            }
         }
         let tokens = match config.bootstrap {
             Bootstrap::Init => Some(credentials.bootstrap(&config.data_dir).await?),
@@ -198,6 +318,8 @@ impl Member {
             registry,
             address,
             tokens,
+            ca_pem: ca.map(|ca| ca.cert_pem),
+            scheme: if tls { "https" } else { "http" },
             tasks,
         })
     }

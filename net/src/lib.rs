@@ -7,10 +7,12 @@
 //!   connections cannot lock out clients that talk);
 //! - a connection must send its first byte within `first_byte_timeout` and a
 //!   whole request head within `header_timeout` (slowloris);
+//! - with TLS, the handshake must finish within the header timeout too;
 //! - on `stop`, no new connections; open ones finish their requests.
 
 mod limits;
 mod server;
+pub mod tls;
 
 pub use limits::ConnectionLimits;
 pub use server::{serve, ServeConfig};

@@ -8,6 +8,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -22,8 +23,11 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long a new connection may stay silent.
     pub first_byte_timeout: Duration,
-    /// How long a client may take to send a whole request head (HTTP/1).
+    /// How long a client may take to send a whole request head (HTTP/1), and
+    /// to finish a TLS handshake.
     pub header_timeout: Duration,
+    /// Serve HTTPS with this configuration (plain HTTP without).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServeConfig {
@@ -33,6 +37,7 @@ impl ServeConfig {
             max_connections: 4096,
             first_byte_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -103,16 +108,38 @@ pub async fn serve<F, S, B>(
         let service = make_service(peer);
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let (name, first_byte_timeout) = (config.name, config.first_byte_timeout);
+        let (name, first_byte_timeout, header_timeout) = (
+            config.name,
+            config.first_byte_timeout,
+            config.header_timeout,
+        );
+        let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
             if !first_byte(&stream, first_byte_timeout, &ticket.evicted).await {
                 return;
             }
             ticket.spoke();
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
+            let ended = match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            // Plain HTTP to a TLS port, a bad client certificate, a stall.
+                            Ok(Err(e)) => {
+                                tracing::debug!(port = name, %peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(port = name, "connection ended: {e}");
             }
             drop(ticket);

@@ -10,21 +10,15 @@ use std::time::Duration;
 
 const FILE: &str = "node.credential";
 
-/// The credential from `data_dir`, or a new one obtained with `join_token`
-/// (waiting for the control plane to come up if need be).
-pub async fn obtain(
-    servers: Vec<String>,
-    join_token: &str,
-    node: &str,
-    data_dir: &Path,
-) -> anyhow::Result<String> {
+/// The credential from `data_dir`, or a new one obtained with `client` (which
+/// holds the join token), waiting for the control plane to come up if need be.
+pub async fn obtain(client: Client, node: &str, data_dir: &Path) -> anyhow::Result<String> {
     let path = data_dir.join(FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         if !text.trim().is_empty() {
             return Ok(text.trim().to_string());
         }
     }
-    let client = Client::new(servers, Some(join_token.to_string()))?;
     let mut wait = Duration::from_millis(200);
     loop {
         match client.node_credential(node).await {

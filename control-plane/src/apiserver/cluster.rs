@@ -30,6 +30,9 @@ pub struct JoinRequest {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JoinInfo {
     pub raft_secret: String,
+    /// The cluster CA, which a joining member serves under and trusts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<crate::tls::ClusterCa>,
 }
 
 fn store_error(e: StoreError) -> ApiFailure {
@@ -101,7 +104,8 @@ pub async fn join_info(State(state): S) -> ApiResult<Response> {
         .credentials
         .raft_secret()?
         .ok_or_else(|| RegistryError::Unavailable("the cluster has no Raft secret yet".into()))?;
-    Ok(Json(JoinInfo { raft_secret }).into_response())
+    let ca = state.credentials.cluster_ca()?;
+    Ok(Json(JoinInfo { raft_secret, ca }).into_response())
 }
 
 /// A consistent backup of the key space and blobs. Written to a temporary file

@@ -335,7 +335,7 @@ impl Store {
         if remaining.is_zero() {
             return Err(CallError::NotSent("deadline passed".into()));
         }
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}{path}", super::network::member_url(addr));
         let request = match body {
             Some(body) => self
                 .http

@@ -103,6 +103,9 @@ pub struct StoreConfig {
     /// How long a joining member may take to catch up before `add_member`
     /// gives up (it then stays a learner).
     pub join_timeout: Duration,
+    /// The cluster CA (PEM) members trust when they call each other over
+    /// HTTPS (an `https://` advertise address).
+    pub ca_pem: Option<String>,
 }
 
 impl StoreConfig {
@@ -127,6 +130,7 @@ impl StoreConfig {
             max_payload_entries: 300,
             request_timeout: None,
             join_timeout: Duration::from_secs(60),
+            ca_pem: None,
         }
     }
 
@@ -221,8 +225,8 @@ impl Store {
         let initialized_at_open = log_store::holds_state(&db)?;
         let shared = Shared::open(db.clone(), snapshots)?;
         let secret: Arc<str> = config.secret.as_str().into();
-        let http =
-            network::http_client().map_err(|e| StoreError::Config(format!("http client: {e}")))?;
+        let http = network::http_client(config.ca_pem.as_deref())
+            .map_err(|e| StoreError::Config(format!("http client: {e}")))?;
         let network = Network::new(config.id, secret.clone(), http.clone());
         let raft = Raft::new(
             config.id,

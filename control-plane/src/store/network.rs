@@ -33,13 +33,29 @@ pub(crate) struct Network {
     secret: Arc<str>,
 }
 
-/// The HTTP client members call each other with (one pool per member).
-pub(crate) fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The HTTP client members call each other with (one pool per member),
+/// trusting only the cluster CA when members serve HTTPS.
+pub(crate) fn http_client(ca_pem: Option<&str>) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
         // Members talk directly; an environment proxy must not sit in between.
         .no_proxy()
         .connect_timeout(Duration::from_secs(2))
-        .build()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_built_in_root_certs(false);
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes())?);
+    }
+    builder.build()
+}
+
+/// The base URL of a member's address: `https://host:port` as given, or
+/// `host:port` meaning plain HTTP.
+pub(crate) fn member_url(address: &str) -> String {
+    if address.contains("://") {
+        address.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{address}")
+    }
 }
 
 impl Network {
@@ -56,7 +72,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             net: self.clone(),
             target,
             node: node.clone(),
-            base: format!("http://{}", node.addr),
+            base: member_url(&node.addr),
         }
     }
 }
