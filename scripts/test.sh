@@ -12,9 +12,19 @@ examples/build.sh
 if ! docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; then
     echo "*** WARNING: no Docker engine answers: the Docker partition test will SKIP ***" >&2
 fi
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
+# schemathesis (PyPI) fuzzes the live API against /openapi.json (tests/openapi.rs);
+# installed once into a venv in the target dir, and required from here on.
+venv="$target_dir/schemathesis-venv"
+if [[ ! -x "$venv/bin/schemathesis" ]]; then
+    echo "test: installing schemathesis into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis>=4,<5"
+fi
+export REEF_REQUIRE_SCHEMATHESIS=1
 # Figures tests measured (printed by them, hidden by cargo when they pass).
-target_tmp="$(cargo metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/tmp"
+target_tmp="$target_dir/tmp"
 rm -f "$target_tmp/figures.txt"
 cargo test --workspace --all-targets "$@"
 if [[ -s "$target_tmp/figures.txt" ]]; then

@@ -49,6 +49,7 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A control-plane member: its `--id`, address, and role (leader, follower, learner).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Member {
     pub id: u64,
@@ -71,6 +72,7 @@ pub fn object_path(kind: Kind, namespace: Option<&str>, name: Option<&str>) -> S
 }
 
 /// `GET /api/v1/cluster/node-access`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeAccess {
     pub secret: String,

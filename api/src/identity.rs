@@ -5,6 +5,7 @@ use crate::quantity::Timeout;
 use serde::{Deserialize, Serialize};
 
 /// A tenant token's role, weakest first.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TenantRole {
@@ -39,6 +40,7 @@ impl std::fmt::Display for TenantRole {
 }
 
 /// Who a token speaks for.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Identity {
@@ -68,6 +70,7 @@ impl std::fmt::Display for Identity {
 }
 
 /// What `reef token list` shows: never the secret.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub id: String,
@@ -78,6 +81,7 @@ pub struct TokenInfo {
 }
 
 /// `POST /api/v1/tokens`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
@@ -85,10 +89,12 @@ pub struct TokenRequest {
     pub role: TenantRole,
     /// How long the token works; none: until revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "24h"))]
     pub ttl: Option<Timeout>,
 }
 
 /// A token just minted: the secret is shown this once.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
     #[serde(flatten)]

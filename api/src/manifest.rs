@@ -417,14 +417,34 @@ impl Builder<'_> {
         }
     }
 
-    fn push<S: serde::Serialize>(&mut self, kind: Kind, metadata: Metadata, spec: S) {
+    /// Adds an object. If its fields raised no error of their own, it must
+    /// also pass the server's validation (limits, rules across fields); what
+    /// fails is reported at the object's name, with the field path.
+    fn push<S: serde::Serialize>(
+        &mut self,
+        kind: Kind,
+        metadata: Metadata,
+        spec: S,
+        at: Range<usize>,
+        errors_before: usize,
+    ) {
         match serde_json::to_value(spec) {
-            Ok(spec) => self.objects.push(Object {
-                kind,
-                metadata,
-                spec,
-                status: serde_json::Value::Null,
-            }),
+            Ok(spec) => {
+                let object = Object {
+                    kind,
+                    metadata,
+                    spec,
+                    status: serde_json::Value::Null,
+                };
+                // Without components read, a deployment names a file, not a
+                // digest: such objects are good for their names only.
+                if self.errors.len() == errors_before && self.read_components == Components::Read {
+                    if let Err(e) = validate::validate_object(&object) {
+                        self.fail(at, format!("{}: {}", e.path, e.message), None);
+                    }
+                }
+                self.objects.push(object);
+            }
             Err(e) => self.errors.push(ManifestError {
                 file: self.source.file.clone(),
                 line: 1,
@@ -437,7 +457,9 @@ impl Builder<'_> {
     }
 
     fn deployment(&mut self, spanned: Spanned<DeploymentManifest>) {
+        let errors_before = self.errors.len();
         let d = spanned.into_inner();
+        let name_span = d.name.span();
         let metadata = self.metadata(Kind::Deployment, &d.name, d.namespace.as_ref(), d.labels);
         let component = self.component(&d.component);
         for name in d.env.keys() {
@@ -508,11 +530,13 @@ impl Builder<'_> {
             strategy: d.strategy.map(Spanned::into_inner).unwrap_or_default(),
             template,
         };
-        self.push(Kind::Deployment, metadata, spec);
+        self.push(Kind::Deployment, metadata, spec, name_span, errors_before);
     }
 
     fn service(&mut self, spanned: Spanned<ServiceManifest>) {
+        let errors_before = self.errors.len();
         let s = spanned.into_inner();
+        let name_span = s.name.span();
         let metadata = self.metadata(Kind::Service, &s.name, s.namespace.as_ref(), s.labels);
         if s.selector.get_ref().is_empty() {
             self.fail(
@@ -532,11 +556,13 @@ impl Builder<'_> {
             host: s.host.map(Spanned::into_inner),
             path: s.path.map_or_else(|| "/".to_string(), Spanned::into_inner),
         };
-        self.push(Kind::Service, metadata, spec);
+        self.push(Kind::Service, metadata, spec, name_span, errors_before);
     }
 
     fn tenant(&mut self, spanned: Spanned<TenantManifest>) {
+        let errors_before = self.errors.len();
         let t = spanned.into_inner();
+        let name_span = t.name.span();
         let metadata = self.metadata(Kind::Tenant, &t.name, None, t.labels);
         let spec = TenantSpec {
             cpu: t.cpu,
@@ -545,7 +571,7 @@ impl Builder<'_> {
             deployments: t.deployments,
             services: t.services,
         };
-        self.push(Kind::Tenant, metadata, spec);
+        self.push(Kind::Tenant, metadata, spec, name_span, errors_before);
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 pub type Labels = BTreeMap<String, String>;
 
 /// The kinds of object the API serves.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
     Tenant,
@@ -84,6 +85,7 @@ impl std::fmt::Display for Kind {
 }
 
 /// Names the object that owns this one; deleting the owner deletes its dependents.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerRef {
@@ -92,6 +94,7 @@ pub struct OwnerRef {
     pub uid: String,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
@@ -116,12 +119,17 @@ pub struct Metadata {
 
 /// An object with a typed spec and status. `Object<Value, Value>` is the untyped form
 /// the API server stores and streams.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Object<S, T = Value> {
     pub kind: Kind,
     pub metadata: Metadata,
+    /// The kind's spec (see docs/manifest.md); validated per kind.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: S,
+    /// Written by the control plane and agents; null until then.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub status: T,
 }
 
@@ -546,6 +554,7 @@ pub type Tenant = Object<TenantSpec, TenantStatus>;
 pub type Event = Object<EventSpec, Value>;
 
 /// A list answer: the items and the revision to start a watch from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct List<T = RawObject> {
     pub items: Vec<T>,
@@ -553,6 +562,7 @@ pub struct List<T = RawObject> {
 }
 
 /// One line of a watch stream.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WatchEvent {
     #[serde(rename = "type")]
@@ -560,6 +570,7 @@ pub struct WatchEvent {
     pub object: Value,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum WatchEventType {
@@ -570,6 +581,7 @@ pub enum WatchEventType {
 }
 
 /// The JSON body of every API error.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApiError {
     pub code: u16,
@@ -619,12 +631,14 @@ mod tests {
 }
 
 /// What `POST /api/v1/apply` did to each object.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ApplyResult {
     pub items: Vec<AppliedObject>,
     pub resource_version: u64,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AppliedObject {
     /// "created", "configured" or "unchanged".

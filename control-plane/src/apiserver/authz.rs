@@ -109,6 +109,8 @@ pub fn classify(
     query: &HashMap<String, String>,
 ) -> Option<Request> {
     use http::Method as M;
+    // HEAD is a GET without the body: the same permission.
+    let method = if method == M::HEAD { &M::GET } else { method };
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let watch = query.get("watch").is_some_and(|w| w == "1" || w == "true");
     let objects = |verb, kind: &str, namespace: Option<&str>, name: Option<&str>| {
@@ -126,7 +128,7 @@ pub fn classify(
         (_, ["api", "v1", rest @ ..]) => match (method, rest) {
             (&M::POST, ["apply"]) => Some(Request::Apply),
             (&M::GET, ["whoami"]) => Some(Request::WhoAmI),
-            (&M::GET | &M::HEAD, ["blobs", digest]) => Some(Request::BlobRead {
+            (&M::GET, ["blobs", digest]) => Some(Request::BlobRead {
                 digest: digest.to_string(),
             }),
             (&M::PUT, ["blobs", _]) => Some(Request::BlobWrite),

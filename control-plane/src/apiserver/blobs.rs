@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use reef_api::Kind;
+use reef_api::{Kind, RawObject};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -34,6 +34,16 @@ fn missing(digest: &str) -> ApiFailure {
     })
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/blobs/{digest}",
+    params(
+        ("digest" = String, Path, description = "sha256:HEX of the body"),
+        ("namespace" = Option<String>, Query, description = "the namespace the upload is for (admin; a tenant's is its own)")
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn put_handler(
     State(state): S,
     Extension(caller): C,
@@ -55,6 +65,14 @@ pub async fn put_handler(
     Ok(Json(stored).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/blobs/{digest}",
+    params(
+        ("digest" = String, Path, description = "sha256:HEX")
+    ),
+    responses((status = 200, description = "the component's bytes", content_type = "application/wasm", body = Vec<u8>), super::openapi::Failures)
+)]
 pub async fn get_handler(State(state): S, Path(digest): Path<String>) -> ApiResult<Response> {
     // A lagging member catches up first: an upload acknowledged elsewhere is visible here.
     super::objects::linearizable(&state).await?;
@@ -70,6 +88,15 @@ pub async fn get_handler(State(state): S, Path(digest): Path<String>) -> ApiResu
 
 /// Existence and size from the Blob object alone, without reading the bytes;
 /// with a namespace, only if the component was uploaded to it.
+#[utoipa::path(
+    head,
+    path = "/api/v1/blobs/{digest}",
+    params(
+        ("digest" = String, Path, description = "sha256:HEX"),
+        ("namespace" = Option<String>, Query, description = "only if uploaded to this namespace")
+    ),
+    responses((status = 200, description = "the component exists (and was uploaded to the namespace)"), super::openapi::Failures)
+)]
 pub async fn head_handler(
     State(state): S,
     Extension(caller): C,

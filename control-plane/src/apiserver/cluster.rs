@@ -41,6 +41,11 @@ fn store_error(e: StoreError) -> ApiFailure {
 
 type S = State<Arc<ApiState>>;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/members",
+    responses((status = 200, description = "the control-plane members", body = Vec<reef_api::client::Member>), super::openapi::Failures)
+)]
 pub async fn members(State(state): S) -> ApiResult<Response> {
     let members: Vec<MemberView> = state
         .registry
@@ -63,6 +68,12 @@ pub async fn members(State(state): S) -> ApiResult<Response> {
 
 /// Adds a member: learner first, voter once caught up. The member token may do
 /// this, as that is how a new `reef control-plane --join` introduces itself.
+#[utoipa::path(
+    post,
+    path = "/api/v1/members",
+    request_body = super::openapi::NewMember,
+    responses((status = 200, description = "the new membership", body = Vec<reef_api::client::Member>), super::openapi::Failures)
+)]
 pub async fn add_member(State(state): S, body: axum::body::Bytes) -> ApiResult<Response> {
     let request: JoinRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiFailure::invalid(
@@ -88,6 +99,14 @@ pub async fn add_member(State(state): S, body: axum::body::Bytes) -> ApiResult<R
     members(State(state)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/members/{id}",
+    params(
+        ("id" = u64, Path)
+    ),
+    responses((status = 200, description = "the new membership", body = Vec<reef_api::client::Member>), super::openapi::Failures)
+)]
 pub async fn remove_member(State(state): S, Path(id): Path<u64>) -> ApiResult<Response> {
     state
         .registry
@@ -99,6 +118,11 @@ pub async fn remove_member(State(state): S, Path(id): Path<u64>) -> ApiResult<Re
 }
 
 /// What a joining member needs before it can take part in Raft (member token only).
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster/join",
+    responses((status = 200, description = "the Raft secret and the cluster CA (member token only)", body = serde_json::Value), super::openapi::Failures)
+)]
 pub async fn join_info(State(state): S) -> ApiResult<Response> {
     let raft_secret = state
         .credentials
@@ -111,6 +135,11 @@ pub async fn join_info(State(state): S) -> ApiResult<Response> {
 /// A consistent backup of the key space and blobs. Written to a temporary file
 /// first (never held in memory), then streamed with its revision and checksum in
 /// headers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/backup",
+    responses((status = 200, description = "a consistent backup", content_type = "application/octet-stream", body = Vec<u8>), super::openapi::Failures)
+)]
 pub async fn backup(State(state): S) -> ApiResult<Response> {
     let store = state.registry.store().clone();
     store

@@ -41,6 +41,11 @@ fn node_client() -> ApiResult<&'static reqwest::Client> {
 }
 
 /// `GET /api/v1/cluster/node-access`: for nodes (and admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/cluster/node-access",
+    responses((status = 200, description = "the key node-to-node requests are signed with (nodes, admin)", body = reef_api::client::NodeAccess), super::openapi::Failures)
+)]
 pub async fn node_access(State(state): State<Arc<ApiState>>) -> ApiResult<Response> {
     linearizable(&state).await?;
     let secret = state.credentials.node_access_key().await?;
@@ -61,6 +66,17 @@ fn gateway(status: StatusCode, message: String) -> Response {
 }
 
 /// `GET /api/v1/namespaces/{ns}/pods/{name}/log`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/pods/{name}/log",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("name" = String, Path),
+        ("follow" = Option<String>, Query, description = "1: keep streaming"),
+        ("previous" = Option<String>, Query, description = "1: the run before the last restart")
+    ),
+    responses((status = 200, description = "stdout and stderr", content_type = "text/plain", body = String), super::openapi::Failures)
+)]
 pub async fn pod_log(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,

@@ -15,6 +15,7 @@ mod error;
 mod filter;
 mod logs;
 mod objects;
+pub mod openapi;
 mod tokens;
 mod watch;
 
@@ -75,6 +76,43 @@ fn unauthorized(message: &str) -> Response {
     (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
 }
 
+/// A request the authorizer cannot name never reaches a handler: 405 with
+/// the methods the path takes, or 404 for a path the API does not serve.
+fn unclassified(request: &Request, query: &HashMap<String, String>) -> Response {
+    use axum::http::Method;
+    let path = request.uri().path();
+    let allowed: Vec<&str> = [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+    ]
+    .iter()
+    .filter(|m| authz::classify(m, path, query).is_some())
+    .map(Method::as_str)
+    .collect();
+    if allowed.is_empty() {
+        return ApiFailure::not_found(format!("no route {path}")).into_response();
+    }
+    let body = reef_api::ApiError {
+        code: 405,
+        reason: "MethodNotAllowed".into(),
+        message: format!(
+            "{} is not served here; use {}",
+            request.method(),
+            allowed.join(", ")
+        ),
+        field: None,
+    };
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, allowed.join(", "))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
 /// Authenticates the bearer token, then asks the authorizer; only a request
 /// both let through reaches a handler, with its [`Caller`] attached.
 async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Next) -> Response {
@@ -95,12 +133,7 @@ async fn gate(State(state): State<Arc<ApiState>>, mut request: Request, next: Ne
         .map(|q| q.0)
         .unwrap_or_default();
     let Some(asked) = authz::classify(request.method(), request.uri().path(), &query) else {
-        return ApiFailure::not_found(format!(
-            "no route {} {}",
-            request.method(),
-            request.uri().path()
-        ))
-        .into_response();
+        return unclassified(&request, &query);
     };
     let allowed = match authz::decide(&caller.identity, &asked) {
         authz::Decision::Allow => true,
@@ -157,11 +190,13 @@ async fn declared_length(
     next.run(request).await
 }
 
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, description = "the process serves", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// Ready when this member knows a leader and can serve the key space.
+#[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, description = "a leader is known", body = String), (status = 503, description = "no leader known", body = String)))]
 async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
     match state.registry.store().leader_id() {
         Some(leader) => (StatusCode::OK, format!("ok (leader {leader})\n")).into_response(),
@@ -170,6 +205,7 @@ async fn readyz(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// A few Prometheus gauges (cluster admin only: they count every tenant's objects).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text (cluster admin)", content_type = "text/plain", body = String), openapi::Failures))]
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let store = state.registry.store();
     let progress = store.progress();
@@ -301,6 +337,7 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::handler))
         .merge(api)
         .with_state(state)
         .merge(raft)

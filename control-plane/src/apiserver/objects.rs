@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use reef_api::validate::parse_at;
-use reef_api::{Kind, List, RawObject};
+use reef_api::{ApplyResult, Kind, List, RawObject};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -214,6 +214,12 @@ pub async fn delete(
     Ok(Json(deleted).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/apply",
+    request_body = Vec<RawObject>,
+    responses((status = 200, description = "what was done to each object, all in one transaction", body = ApplyResult), super::openapi::Failures)
+)]
 pub async fn apply(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -263,6 +269,19 @@ type Q = Query<HashMap<String, String>>;
 type S = State<Arc<ApiState>>;
 type C = Extension<Caller>;
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/{kind}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("kind" = super::openapi::KindPlural, Path),
+        ("labels" = Option<String>, Query, description = "label selector: k=v,k2=v2"),
+        ("node" = Option<String>, Query, description = "pods bound to this node"),
+        ("watch" = Option<String>, Query, description = "1: stream changes as newline-delimited JSON (or server-sent events) instead of a list"),
+        ("since" = Option<u64>, Query, description = "watch: changes after this revision")
+    ),
+    responses((status = 200, description = "the objects and the revision they reflect, or a watch stream", body = List<RawObject>), super::openapi::Failures)
+)]
 pub async fn list_ns(
     State(s): S,
     Extension(c): C,
@@ -272,6 +291,18 @@ pub async fn list_ns(
 ) -> ApiResult<Response> {
     list(s, c, target(&kind, Some(ns), false)?, q, h).await
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/{kind}",
+    params(
+        ("kind" = super::openapi::KindPlural, Path),
+        ("labels" = Option<String>, Query, description = "label selector: k=v,k2=v2"),
+        ("node" = Option<String>, Query, description = "pods bound to this node"),
+        ("watch" = Option<String>, Query, description = "1: stream changes as newline-delimited JSON (or server-sent events) instead of a list"),
+        ("since" = Option<u64>, Query, description = "watch: changes after this revision")
+    ),
+    responses((status = 200, description = "the objects and the revision they reflect, or a watch stream", body = List<RawObject>), super::openapi::Failures)
+)]
 pub async fn list_cluster(
     State(s): S,
     Extension(c): C,
@@ -281,18 +312,48 @@ pub async fn list_cluster(
 ) -> ApiResult<Response> {
     list(s, c, target(&kind, None, false)?, q, h).await
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/{kind}/{name}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path)
+    ),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn get_ns(
     State(s): S,
     Path((ns, kind, name)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
     get(s, target(&kind, Some(ns), true)?, name).await
 }
+#[utoipa::path(
+    get,
+    path = "/api/v1/{kind}/{name}",
+    params(
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path)
+    ),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn get_cluster(
     State(s): S,
     Path((kind, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     get(s, target(&kind, None, true)?, name).await
 }
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{ns}/{kind}/{name}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path)
+    ),
+    request_body = RawObject,
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn put_ns(
     State(s): S,
     Path((ns, kind, name)): Path<(String, String, String)>,
@@ -300,6 +361,16 @@ pub async fn put_ns(
 ) -> ApiResult<Response> {
     put(s, target(&kind, Some(ns), true)?, name, body).await
 }
+#[utoipa::path(
+    put,
+    path = "/api/v1/{kind}/{name}",
+    params(
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path)
+    ),
+    request_body = RawObject,
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn put_cluster(
     State(s): S,
     Path((kind, name)): Path<(String, String)>,
@@ -307,6 +378,18 @@ pub async fn put_cluster(
 ) -> ApiResult<Response> {
     put(s, target(&kind, None, true)?, name, body).await
 }
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{ns}/{kind}/{name}/status",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path),
+        ("resource_version" = Option<u64>, Query, description = "compare-and-swap on this revision")
+    ),
+    request_body = serde_json::Value,
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn status_ns(
     State(s): S,
     Path((ns, kind, name)): Path<(String, String, String)>,
@@ -315,6 +398,17 @@ pub async fn status_ns(
 ) -> ApiResult<Response> {
     put_status(s, target(&kind, Some(ns), true)?, name, q, body).await
 }
+#[utoipa::path(
+    put,
+    path = "/api/v1/{kind}/{name}/status",
+    params(
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path),
+        ("resource_version" = Option<u64>, Query, description = "compare-and-swap on this revision")
+    ),
+    request_body = serde_json::Value,
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn status_cluster(
     State(s): S,
     Path((kind, name)): Path<(String, String)>,
@@ -323,6 +417,17 @@ pub async fn status_cluster(
 ) -> ApiResult<Response> {
     put_status(s, target(&kind, None, true)?, name, q, body).await
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{ns}/{kind}/{name}",
+    params(
+        ("ns" = String, Path, description = "namespace"),
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path),
+        ("resource_version" = Option<u64>, Query, description = "compare-and-swap on this revision")
+    ),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn delete_ns(
     State(s): S,
     Path((ns, kind, name)): Path<(String, String, String)>,
@@ -330,6 +435,15 @@ pub async fn delete_ns(
 ) -> ApiResult<Response> {
     delete(s, target(&kind, Some(ns), true)?, name, q).await
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/blobs/{digest}",
+    params(
+        ("digest" = String, Path, description = "sha256:HEX"),
+        ("resource_version" = Option<u64>, Query, description = "compare-and-swap on this revision")
+    ),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn delete_blob(
     State(s): S,
     Path(digest): Path<String>,
@@ -341,6 +455,16 @@ pub async fn delete_blob(
     };
     delete(s, target, digest, q).await
 }
+#[utoipa::path(
+    delete,
+    path = "/api/v1/{kind}/{name}",
+    params(
+        ("kind" = super::openapi::KindPlural, Path),
+        ("name" = String, Path),
+        ("resource_version" = Option<u64>, Query, description = "compare-and-swap on this revision")
+    ),
+    responses((status = 200, description = "ok", body = RawObject), super::openapi::Failures)
+)]
 pub async fn delete_cluster(
     State(s): S,
     Path((kind, name)): Path<(String, String)>,

@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use reef_api::identity::{IssuedToken, TokenRequest};
+use reef_api::identity::{IssuedToken, TokenInfo, TokenRequest};
 use reef_api::validate::parse_at;
 use reef_api::Kind;
 use std::sync::Arc;
@@ -28,6 +28,11 @@ fn scope(caller: &Caller) -> ApiResult<Option<&str>> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    responses((status = 200, description = "the caller's identity and token id", body = serde_json::Value), super::openapi::Failures)
+)]
 pub async fn whoami(Extension(caller): C) -> Response {
     Json(serde_json::json!({
         "identity": caller.identity,
@@ -36,6 +41,11 @@ pub async fn whoami(Extension(caller): C) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    responses((status = 200, description = "tokens the caller manages, without secrets", body = serde_json::Value), super::openapi::Failures)
+)]
 pub async fn list(State(state): S, Extension(caller): C) -> ApiResult<Response> {
     let tenant = scope(&caller)?;
     super::objects::linearizable(&state).await?;
@@ -43,6 +53,12 @@ pub async fn list(State(state): S, Extension(caller): C) -> ApiResult<Response> 
     Ok(Json(serde_json::json!({ "items": tokens })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    request_body = TokenRequest,
+    responses((status = 200, description = "the token, shown once", body = IssuedToken), super::openapi::Failures)
+)]
 pub async fn create(State(state): S, Extension(caller): C, body: Bytes) -> ApiResult<Response> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiFailure::bad_request(format!("the body is not valid JSON: {e}")))?;
@@ -85,6 +101,14 @@ pub async fn create(State(state): S, Extension(caller): C, body: Bytes) -> ApiRe
     Ok(Json(IssuedToken { info, token }).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    params(
+        ("id" = String, Path)
+    ),
+    responses((status = 200, description = "the revoked token", body = TokenInfo), super::openapi::Failures)
+)]
 pub async fn revoke(
     State(state): S,
     Extension(caller): C,
@@ -96,6 +120,14 @@ pub async fn revoke(
 }
 
 /// `POST /api/v1/nodes/{name}/credential` with the join token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/nodes/{name}/credential",
+    params(
+        ("name" = String, Path)
+    ),
+    responses((status = 200, description = "the node's own credential (join token only, once per name)", body = serde_json::Value), super::openapi::Failures)
+)]
 pub async fn node_credential(State(state): S, Path(name): Path<String>) -> ApiResult<Response> {
     super::objects::linearizable(&state).await?;
     let token = state.credentials.issue_node_credential(&name).await?;

@@ -56,6 +56,9 @@ impl From<StoreError> for RegistryError {
             // 504, which clients must not blindly retry.
             StoreError::Timeout(_) => RegistryError::Unknown(e.to_string()),
             StoreError::TooLarge(m) => RegistryError::TooLarge(m),
+            // A valid request the cluster will not carry out (removing its last
+            // voter, re-using a member id elsewhere): the caller's to change.
+            StoreError::Refused(m) => RegistryError::Conflict(m),
             other => RegistryError::Internal(other.to_string()),
         }
     }
