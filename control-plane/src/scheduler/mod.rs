@@ -16,8 +16,24 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Pods bound per Raft entry: big enough to amortise consensus, small enough to
-/// keep entries well under a megabyte.
+/// keep entries well under a megabyte; and a cap on an entry's bytes, for
+/// pods with big specs (env and args may hold 256 KiB).
 const BIND_BATCH: usize = 500;
+const BIND_BYTES: usize = 2 << 20;
+
+/// How many of `binds` go in the next entry.
+fn next_batch(binds: &[(BatchWrite, Option<BatchWrite>)]) -> usize {
+    let mut bytes = 0;
+    for (i, (bind, _)) in binds.iter().enumerate().take(BIND_BATCH) {
+        if let BatchWrite::Spec(pod) = bind {
+            bytes += pod.spec.to_string().len() + 1024;
+        }
+        if i > 0 && bytes > BIND_BYTES {
+            return i;
+        }
+    }
+    binds.len().min(BIND_BATCH)
+}
 
 /// The Scheduled event of a bind, to commit with it (none if one exists already).
 fn scheduled_event(registry: &Registry, pod: &Pod, node: &str) -> Result<Option<BatchWrite>> {
@@ -158,7 +174,7 @@ impl Scheduler {
         }
         let mut bound = 0;
         while !binds.is_empty() {
-            let rest = binds.split_off(binds.len().min(BIND_BATCH));
+            let rest = binds.split_off(next_batch(&binds));
             let chunk = std::mem::replace(&mut binds, rest);
             let size = chunk.len();
             // Each bind and its Scheduled event commit together.
