@@ -6,6 +6,7 @@
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
 //! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
+//! reef-bench security-cost --baseline PATH [--reef PATH] [--seconds 10]   (PATH: a reef built before identities, e.g. 7bd1299)
 //! reef-bench schedule [--reef PATH] [--nodes 1000] [--pods 10000] [--batch 500] [--namespaces N] [--runs 3]
 //! reef-bench density [--reef PATH] [--steps 1000,2500,5000,10000] [--command-steps 500,1000,2000,4000]
 //! reef-bench cold-start [--reef PATH] [--runs 10]
@@ -19,6 +20,7 @@ mod node;
 mod proc;
 mod replicated;
 mod schedule;
+mod security_cost;
 mod wrk;
 
 use anyhow::{bail, Context};
@@ -53,6 +55,8 @@ struct Args {
     steps: Vec<usize>,
     command_steps: Vec<usize>,
     wasmtime: Option<PathBuf>,
+    /// `security-cost`: the binary to compare with.
+    baseline: Option<PathBuf>,
 }
 
 fn numbers(value: &str) -> anyhow::Result<Vec<usize>> {
@@ -84,6 +88,7 @@ fn parse_args() -> anyhow::Result<Args> {
         steps: vec![1000, 2500, 5000, 10_000],
         command_steps: vec![500, 1000, 2000, 4000],
         wasmtime: None,
+        baseline: None,
     };
     while let Some(flag) = args.next() {
         if flag == "--leader-only" {
@@ -95,6 +100,7 @@ fn parse_args() -> anyhow::Result<Args> {
             .with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--reef" => parsed.reef = PathBuf::from(value),
+            "--baseline" => parsed.baseline = Some(PathBuf::from(value)),
             "--runs" => parsed.runs = Some(value.parse()?),
             "--seconds" => parsed.seconds = value.parse()?,
             "--connections" => parsed.connections = value.parse()?,
@@ -319,6 +325,13 @@ async fn main() -> anyhow::Result<()> {
         "proxy" => proxy(&args).await,
         "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only).await,
         "failover" => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
+        "security-cost" => {
+            let baseline = args
+                .baseline
+                .clone()
+                .context("security-cost needs --baseline PATH: a reef binary built before identities")?;
+            security_cost::run(&args.reef, &baseline, u64::from(args.seconds)).await
+        }
         "schedule" => {
             let options = schedule::Options {
                 nodes: args.nodes,

@@ -34,10 +34,41 @@ pub struct ReefCluster {
     dirs: Vec<PathBuf>,
     addresses: Vec<String>,
     pub token: String,
+    options: ClusterOptions,
+    /// The cluster CA (PEM), when members serve HTTPS.
+    pub ca: Option<String>,
+    /// One client for setup calls (trusting the CA when there is one).
+    http: reqwest::Client,
+}
+
+/// How a benchmark cluster runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClusterOptions {
+    /// Members serve HTTPS (`--tls`).
+    pub tls: bool,
+    /// The binary predates member tokens: joiners use `join.token`.
+    pub legacy: bool,
+}
+
+/// A client trusting `ca` (or the default roots without one).
+pub(crate) fn http_client(ca: Option<&str>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(256);
+    if let Some(cert) = ca.and_then(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).ok()) {
+        builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+    }
+    builder.build().unwrap_or_default()
 }
 
 impl ReefCluster {
     pub async fn start(reef: &Path, members: usize) -> anyhow::Result<ReefCluster> {
+        Self::start_with(reef, members, ClusterOptions::default()).await
+    }
+
+    pub async fn start_with(
+        reef: &Path,
+        members: usize,
+        options: ClusterOptions,
+    ) -> anyhow::Result<ReefCluster> {
         let home = tempfile::tempdir()?;
         let mut cluster = ReefCluster {
             processes: Processes(Vec::new()),
@@ -46,13 +77,17 @@ impl ReefCluster {
             dirs: Vec::new(),
             addresses: Vec::new(),
             token: String::new(),
+            options,
+            ca: None,
+            http: http_client(None),
             _home: home,
         };
+        let scheme = if options.tls { "https" } else { "http" };
         for i in 0..members {
             let dir = cluster._home.path().join(format!("m{}", i + 1));
             std::fs::create_dir_all(&dir)?;
             let address = format!("127.0.0.1:{}", free_port()?);
-            cluster.urls.push(format!("http://{address}"));
+            cluster.urls.push(format!("{scheme}://{address}"));
             cluster.addresses.push(address);
             cluster.dirs.push(dir);
             cluster.processes.0.push(None);
@@ -62,22 +97,36 @@ impl ReefCluster {
             if i == 0 {
                 // Joiners need the first member's tokens.
                 wait_for_file(
-                    &cluster.dirs[0].join("member.token"),
+                    &cluster.dirs[0].join(cluster.joiners_token()),
                     Duration::from_secs(120),
                 )
                 .await?;
                 cluster.token = std::fs::read_to_string(cluster.dirs[0].join("admin.token"))?
                     .trim()
                     .to_string();
+                if options.tls {
+                    let ca = std::fs::read_to_string(cluster.dirs[0].join("ca.crt"))?;
+                    cluster.http = http_client(Some(&ca));
+                    cluster.ca = Some(ca);
+                }
             }
         }
         cluster.wait_for_voters(members).await?;
         Ok(cluster)
     }
 
+    /// The file joining members authenticate with.
+    fn joiners_token(&self) -> &'static str {
+        if self.options.legacy {
+            "join.token"
+        } else {
+            "member.token"
+        }
+    }
+
     /// Waits until every member is a voter (joins finished).
     async fn wait_for_voters(&self, n: usize) -> anyhow::Result<()> {
-        let http = reqwest::Client::new();
+        let http = self.http.clone();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let members: Option<serde_json::Value> = async {
@@ -120,12 +169,18 @@ impl ReefCluster {
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+        if self.options.tls {
+            cmd.arg("--tls");
+        }
         if i == 0 {
             cmd.arg("--init");
         } else {
             cmd.args(["--join", &self.urls[0]])
                 .arg("--join-token-file")
-                .arg(self.dirs[0].join("member.token"));
+                .arg(self.dirs[0].join(self.joiners_token()));
+            if self.options.tls {
+                cmd.arg("--ca-file").arg(self.dirs[0].join("ca.crt"));
+            }
         }
         self.processes.0[i] = Some(cmd.spawn().context("starting reef control-plane")?);
         Ok(())
@@ -135,7 +190,10 @@ impl ReefCluster {
     async fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let url = format!("{}/readyz", self.urls[i]);
-        while !reqwest::get(&url)
+        while !self
+            .http
+            .get(&url)
+            .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
@@ -261,8 +319,13 @@ impl EtcdCluster {
 /// One write of a ~256-byte value, as each system takes it.
 #[derive(Clone)]
 pub enum Target {
-    /// PUT of a Service object with a 256-byte label through the reef API.
-    Reef { urls: Vec<String>, token: String },
+    /// PUT of a Service object with a 256-byte label through the reef API
+    /// (trusting `ca` for HTTPS members).
+    Reef {
+        urls: Vec<String>,
+        token: String,
+        ca: Option<String>,
+    },
     /// PUT through etcd's v3 HTTP/JSON gateway.
     Etcd { urls: Vec<String> },
 }
@@ -293,7 +356,7 @@ fn base64(bytes: &[u8]) -> String {
 impl Target {
     async fn write(&self, http: &reqwest::Client, client: usize, seq: u64) -> bool {
         match self {
-            Target::Reef { urls, token } => {
+            Target::Reef { urls, token, .. } => {
                 let name = format!("w{client}-{seq}");
                 let body = serde_json::json!({
                     "kind": "Service",
@@ -336,10 +399,10 @@ pub struct LoadResult {
 
 /// `clients` closed-loop writers for `duration`, spread over the target's members.
 pub async fn load(target: &Target, clients: usize, duration: Duration) -> LoadResult {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap_or_default();
+    let http = match target {
+        Target::Reef { ca, .. } => http_client(ca.as_deref()),
+        Target::Etcd { .. } => http_client(None),
+    };
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -402,6 +465,7 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     let reef_target = Target::Reef {
         urls: reef_urls,
         token: reef_cluster.token.clone(),
+        ca: None,
     };
     let etcd_target = Target::Etcd {
         urls: etcd.urls.clone(),
@@ -470,6 +534,7 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
         let target = Target::Reef {
             urls: survivors,
             token: cluster.token.clone(),
+            ca: None,
         };
         // Writes flow before the kill.
         let mut seq = 0u64;
