@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 
 pub const REEF: &str = env!("CARGO_BIN_EXE_reef");
 
+/// The binary `Cluster` runs: this build's, or `REEF_BIN` (to show that a test
+/// fails against an older build).
+pub fn reef_bin() -> String {
+    std::env::var("REEF_BIN").unwrap_or_else(|_| REEF.to_string())
+}
+
 /// The repository root (tests run with the package root as cwd, but be explicit).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -110,7 +116,7 @@ impl Cluster {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = Command::new(REEF)
+        let child = Command::new(reef_bin())
             .args([
                 "up",
                 "--api",
@@ -181,7 +187,7 @@ impl Cluster {
 
     /// Runs a CLI verb against this cluster.
     pub fn reef(&self, args: &[&str]) -> Output {
-        Command::new(REEF)
+        Command::new(reef_bin())
             .args(args)
             .envs(self.env())
             .stdin(Stdio::null())
@@ -191,7 +197,7 @@ impl Cluster {
 
     /// Runs a CLI verb with another token (REEF_TOKEN beats the config's).
     pub fn reef_as(&self, token: &str, args: &[&str]) -> Output {
-        Command::new(REEF)
+        Command::new(reef_bin())
             .args(args)
             .envs(self.env())
             .env("REEF_TOKEN", token)
