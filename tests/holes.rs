@@ -33,7 +33,14 @@ async fn send(
 async fn the_join_token_is_not_a_cluster_credential() {
     let cluster = Cluster::start().await;
     let join = cluster.join_token();
-    let (status, body) = send(&cluster, reqwest::Method::GET, "/api/v1/cluster/join", &join, None).await;
+    let (status, body) = send(
+        &cluster,
+        reqwest::Method::GET,
+        "/api/v1/cluster/join",
+        &join,
+        None,
+    )
+    .await;
     assert_eq!(status, 403, "the join token read the Raft secret: {body}");
     let (status, body) = send(
         &cluster,
@@ -49,9 +56,11 @@ async fn the_join_token_is_not_a_cluster_credential() {
         reqwest::Method::PUT,
         "/api/v1/nodes/local",
         &join,
-        Some(json!({"kind": "Node", "metadata": {"name": "local"}, "spec": {
+        Some(
+            json!({"kind": "Node", "metadata": {"name": "local"}, "spec": {
             "address": "169.254.169.254:80", "capacity": {"cpu": "1", "memory": "1Gi", "pods": 1},
-            "allocatable": {"cpu": "1", "memory": "1Gi", "pods": 1}}})),
+            "allocatable": {"cpu": "1", "memory": "1Gi", "pods": 1}}}),
+        ),
     )
     .await;
     assert_eq!(status, 403, "the join token may rewrite a node: {body}");
@@ -123,7 +132,11 @@ async fn a_restored_member_has_a_raft_secret_of_its_own() {
     ]);
     let old = std::fs::read_to_string(cluster.data_dir().join("raft.secret")).expect("old");
     let new = std::fs::read_to_string(restored.join("raft.secret")).expect("new");
-    assert_ne!(old.trim(), new.trim(), "restore copied the old cluster's Raft secret");
+    assert_ne!(
+        old.trim(),
+        new.trim(),
+        "restore copied the old cluster's Raft secret"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +159,10 @@ async fn absurd_numbers_are_refused_not_run() {
             reqwest::Method::PUT,
             "/api/v1/namespaces/default/deployments/absurd",
             &token,
-            Some(json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
-                        "spec": {"template": template, "replicas": 1}})),
+            Some(
+                json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
+                        "spec": {"template": template, "replicas": 1}}),
+            ),
         )
         .await;
         assert_eq!(status, 422, "{field}: {body}");
@@ -157,10 +172,15 @@ async fn absurd_numbers_are_refused_not_run() {
         reqwest::Method::PUT,
         "/api/v1/namespaces/default/deployments/absurd",
         &token,
-        Some(json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
-                    "spec": {"template": {"component": digest}, "replicas": 4_000_000_000u64}})),
+        Some(
+            json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
+                    "spec": {"template": {"component": digest}, "replicas": 4_000_000_000u64}}),
+        ),
     )
     .await;
     assert_eq!(status, 422, "replicas: {body}");
-    assert_eq!(cluster.request("hello.local", "/").await.map(|r| r.0), Some(200));
+    assert_eq!(
+        cluster.request("hello.local", "/").await.map(|r| r.0),
+        Some(200)
+    );
 }

@@ -54,7 +54,9 @@ pub struct ClusterOptions {
 pub(crate) fn http_client(ca: Option<&str>) -> reqwest::Client {
     let mut builder = reqwest::Client::builder().pool_max_idle_per_host(256);
     if let Some(cert) = ca.and_then(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).ok()) {
-        builder = builder.tls_built_in_root_certs(false).add_root_certificate(cert);
+        builder = builder
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(cert);
     }
     builder.build().unwrap_or_default()
 }
@@ -319,7 +321,7 @@ impl EtcdCluster {
 /// One write of a ~256-byte value, as each system takes it.
 #[derive(Clone)]
 pub enum Target {
-    /// PUT of a Service object with a 256-byte label through the reef API
+    /// PUT of a Service object with a 256-byte path through the reef API
     /// (trusting `ca` for HTTPS members).
     Reef {
         urls: Vec<String>,
@@ -358,10 +360,12 @@ impl Target {
         match self {
             Target::Reef { urls, token, .. } => {
                 let name = format!("w{client}-{seq}");
+                // The ~256-byte payload rides in the path prefix (label values
+                // are limited to 63 characters).
                 let body = serde_json::json!({
                     "kind": "Service",
-                    "metadata": {"name": name, "namespace": "default", "labels": {"payload": VALUE}},
-                    "spec": {"selector": {"app": "bench"}},
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": {"selector": {"app": "bench"}, "path": format!("/{VALUE}")},
                 });
                 let url = format!(
                     "{}/api/v1/namespaces/default/services/{name}",

@@ -41,9 +41,18 @@ pub async fn run(reef: &Path, baseline: &Path, seconds: u64) -> anyhow::Result<(
         legacy: false,
     };
     let rows = [
-        ("baseline (no authorizer, HTTP)", measure(baseline, legacy, seconds, &clients).await?),
-        ("authorizer, HTTP", measure(reef, plain, seconds, &clients).await?),
-        ("authorizer, HTTPS (--tls)", measure(reef, tls, seconds, &clients).await?),
+        (
+            "baseline (no authorizer, HTTP)",
+            measure(baseline, legacy, seconds, &clients).await?,
+        ),
+        (
+            "authorizer, HTTP",
+            measure(reef, plain, seconds, &clients).await?,
+        ),
+        (
+            "authorizer, HTTPS (--tls)",
+            measure(reef, tls, seconds, &clients).await?,
+        ),
     ];
     println!("3 members on loopback; ~256-byte Service PUTs spread over the members; {seconds} s per cell");
     println!();

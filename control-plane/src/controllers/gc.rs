@@ -31,7 +31,8 @@ pub async fn reconcile_all(registry: &Registry) -> Result<()> {
                 .await;
             match result {
                 Ok(_) | Err(RegistryError::NotFound { .. } | RegistryError::Conflict(_)) => {}
-                Err(e) => return Err(e),
+                // The others still go; this one is tried again next pass.
+                Err(e) => tracing::warn!(pod = %pod.metadata.name, "orphan not deleted: {e}"),
             }
         }
     }

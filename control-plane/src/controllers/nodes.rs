@@ -92,7 +92,10 @@ impl NodeLifecycle {
         let grace = reef_api::quantity::Timeout(self.grace);
         for node in nodes.iter().filter(|n| lost.contains(&n.metadata.name)) {
             if node.status.is_ready() {
-                mark_not_ready(registry, node, grace).await?;
+                // One node that cannot be marked must not keep the others' pods in place.
+                if let Err(e) = mark_not_ready(registry, node, grace).await {
+                    tracing::warn!(node = %node.metadata.name, "cannot mark NotReady: {e}");
+                }
             }
         }
         let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
@@ -118,16 +121,26 @@ impl NodeLifecycle {
             writes.push(BatchWrite::Status(failed.to_raw()?));
             evicted.push((pod.namespace().to_string(), pod.metadata.name.clone(), node));
         }
-        if writes.is_empty() || registry.write_batch(writes).await?.is_none() {
-            return Ok(());
+        // In transactions of bounded size: a lost node may have held thousands of pods.
+        let mut done = Vec::new();
+        let mut evicted = evicted.into_iter();
+        while !writes.is_empty() {
+            let rest = writes.split_off(writes.len().min(500));
+            let batch = std::mem::replace(&mut writes, rest);
+            let pods: Vec<_> = evicted.by_ref().take(batch.len()).collect();
+            match registry.write_batch(batch).await {
+                Ok(Some(_)) => done.extend(pods),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("cannot mark pods of lost nodes Failed: {e}"),
+            }
         }
-        for (namespace, name, node) in evicted {
+        for (namespace, name, node) in done {
             let involved = ObjectRef {
                 kind: Kind::Pod,
-                name,
+                name: name.clone(),
             };
             let message = format!("node {node} was lost; the pod is replaced elsewhere");
-            events::record(
+            let recorded = events::record(
                 registry,
                 &namespace,
                 involved,
@@ -135,7 +148,10 @@ impl NodeLifecycle {
                 &message,
                 Occurrence::Distinct,
             )
-            .await?;
+            .await;
+            if let Err(e) = recorded {
+                tracing::warn!(pod = %format!("{namespace}/{name}"), "Evicted event not recorded: {e}");
+            }
         }
         Ok(())
     }

@@ -29,6 +29,16 @@ pub(super) struct Pending<'a> {
     pub current: Option<&'a RawObject>,
 }
 
+impl<'a> Pending<'a> {
+    /// A write of `next` over what is stored (`current`).
+    pub fn write((next, current): &'a (RawObject, Option<RawObject>)) -> Pending<'a> {
+        Pending {
+            next: Some(next),
+            current: current.as_ref(),
+        }
+    }
+}
+
 /// Conditions and writes a change brings into its transaction.
 #[derive(Default)]
 pub(super) struct Effects {

@@ -462,13 +462,7 @@ impl Registry {
                 .iter()
                 .enumerate()
                 .filter(|(_, (next, current))| !unchanged(next, current))
-                .map(|(i, (next, current))| {
-                    let change = Pending {
-                        next: Some(next),
-                        current: current.as_ref(),
-                    };
-                    (i, change)
-                })
+                .map(|(i, pair)| (i, Pending::write(pair)))
                 .collect();
             let effects = self.review(&pending, true)?;
             let mut ops = Vec::new();
@@ -600,13 +594,7 @@ impl Registry {
         let pending: Vec<(usize, Pending<'_>)> = reviewed
             .iter()
             .enumerate()
-            .map(|(i, (next, current))| {
-                let change = Pending {
-                    next: Some(next),
-                    current: current.as_ref(),
-                };
-                (i, change)
-            })
+            .map(|(i, pair)| (i, Pending::write(pair)))
             .collect();
         let effects = self.review(&pending, false)?;
         checks.extend(effects.checks);
