@@ -5,64 +5,40 @@
 
 mod common;
 
+use common::tenants::As;
 use common::*;
 use serde_json::json;
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(90);
 
-async fn send(
-    cluster: &Cluster,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<serde_json::Value>,
-) -> (u16, String) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("http://{}{path}", cluster.api))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_join_token_is_not_a_cluster_credential() {
     let cluster = Cluster::start().await;
     let join = cluster.join_token();
-    let (status, body) = send(
-        &cluster,
-        reqwest::Method::GET,
-        "/api/v1/cluster/join",
-        &join,
-        None,
-    )
-    .await;
+    let (status, body) = As::new(&cluster, Some(&join))
+        .send(reqwest::Method::GET, "/api/v1/cluster/join", None)
+        .await;
     assert_eq!(status, 403, "the join token read the Raft secret: {body}");
-    let (status, body) = send(
-        &cluster,
-        reqwest::Method::POST,
-        "/api/v1/members",
-        &join,
-        Some(json!({"id": 9, "address": "127.0.0.1:9"})),
-    )
-    .await;
+    let (status, body) = As::new(&cluster, Some(&join))
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/members",
+            Some(json!({"id": 9, "address": "127.0.0.1:9"})),
+        )
+        .await;
     assert_eq!(status, 403, "the join token may add members: {body}");
-    let (status, body) = send(
-        &cluster,
-        reqwest::Method::PUT,
-        "/api/v1/nodes/local",
-        &join,
-        Some(
-            json!({"kind": "Node", "metadata": {"name": "local"}, "spec": {
+    let (status, body) = As::new(&cluster, Some(&join))
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/nodes/local",
+            Some(
+                json!({"kind": "Node", "metadata": {"name": "local"}, "spec": {
             "address": "169.254.169.254:80", "capacity": {"cpu": "1", "memory": "1Gi", "pods": 1},
             "allocatable": {"cpu": "1", "memory": "1Gi", "pods": 1}}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 403, "the join token may rewrite a node: {body}");
 }
 
@@ -154,12 +130,7 @@ async fn absurd_numbers_are_refused_not_run() {
     ] {
         let mut template = json!({"component": digest});
         template[field] = value;
-        let (status, body) = send(
-            &cluster,
-            reqwest::Method::PUT,
-            "/api/v1/namespaces/default/deployments/absurd",
-            &token,
-            Some(
+        let (status, body) = As::new(&cluster, Some(&token)).send(reqwest::Method::PUT, "/api/v1/namespaces/default/deployments/absurd", Some(
                 json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
                         "spec": {"template": template, "replicas": 1}}),
             ),
@@ -167,17 +138,16 @@ async fn absurd_numbers_are_refused_not_run() {
         .await;
         assert_eq!(status, 422, "{field}: {body}");
     }
-    let (status, body) = send(
-        &cluster,
-        reqwest::Method::PUT,
-        "/api/v1/namespaces/default/deployments/absurd",
-        &token,
-        Some(
-            json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
+    let (status, body) = As::new(&cluster, Some(&token))
+        .send(
+            reqwest::Method::PUT,
+            "/api/v1/namespaces/default/deployments/absurd",
+            Some(
+                json!({"kind": "Deployment", "metadata": {"name": "absurd", "namespace": "default"},
                     "spec": {"template": {"component": digest}, "replicas": 4_000_000_000u64}}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(status, 422, "replicas: {body}");
     assert_eq!(
         cluster.request("hello.local", "/").await.map(|r| r.0),

@@ -365,3 +365,4 @@ pub fn path_str(p: &Path) -> &str {
 }
 pub mod control_plane;
 pub mod docker;
+pub mod tenants;
