@@ -2,136 +2,16 @@
 //! `reef node`. Each binds its ports first (port 0 works), prints one
 //! `reef: listening …` line and writes the same to `DATA_DIR/addresses`.
 
+use crate::tuning::{agent_config, ControlPlaneTuning, NodeTuning, ServeTuning};
 use crate::{verbs, CliResult, Failure};
 use anyhow::Context;
 use reef_api::config::{self, ClientConfig};
-use reef_api::quantity::{Cpu, Memory};
-use reef_api::{Client, Kind, Labels, NodeSpec, NodeStatus, Resources};
-use reef_control_plane::apiserver::ApiConfig;
+use reef_api::{Client, Kind, NodeSpec, NodeStatus};
 use reef_control_plane::member::{Bootstrap, Member, MemberConfig};
-use reef_control_plane::scheduler::plan::Policy;
-use reef_node::agent::{AgentConfig, Backoff};
 use reef_node::daemon::{self, NodeConfig};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-
-#[derive(clap::Args)]
-pub struct NodeTuning {
-    /// CPU this node offers to pods.
-    #[arg(long, env = "REEF_CPU", default_value = "2000m")]
-    cpu: Cpu,
-    /// Memory this node offers to pods.
-    #[arg(long, env = "REEF_MEMORY", default_value = "4Gi")]
-    memory: Memory,
-    /// How many pods this node runs at most (also sizes the instance pool).
-    #[arg(long, env = "REEF_PODS", default_value_t = 1000)]
-    pods: u32,
-    /// Node labels, k=v,k2=v2.
-    #[arg(long, env = "REEF_LABELS", default_value = "")]
-    labels: String,
-    /// How often the agent renews its lease.
-    #[arg(long, env = "REEF_HEARTBEAT", default_value = "5s")]
-    heartbeat: reef_api::quantity::Timeout,
-    /// First wait before restarting a command pod that ended; doubles per quick restart.
-    #[arg(long, env = "REEF_BACKOFF_BASE", default_value = "10s")]
-    backoff_base: reef_api::quantity::Timeout,
-    /// Longest wait between restarts; a run that lasted this long resets the wait.
-    #[arg(long, env = "REEF_BACKOFF_MAX", default_value = "5m")]
-    backoff_max: reef_api::quantity::Timeout,
-    /// Bytes one run's log file may reach before it rotates (a pod keeps at most 4x on disk).
-    #[arg(long, env = "REEF_LOG_MAX_BYTES", default_value_t = 10 << 20)]
-    log_max_bytes: u64,
-    /// On SIGTERM, how long requests in flight may take to finish.
-    #[arg(long, env = "REEF_DRAIN_TIMEOUT", default_value = "30s")]
-    drain_timeout: reef_api::quantity::Timeout,
-    /// Private address ranges pods' outbound HTTP may reach (CIDRs, comma-separated);
-    /// loopback, private, link-local and this node's and the control plane's
-    /// addresses are refused otherwise (the latter two always).
-    #[arg(long, env = "REEF_OUTBOUND_ALLOW", value_delimiter = ',')]
-    outbound_allow: Vec<reef_node::runtime::Cidr>,
-    /// Bytes on disk each pod's scratch directory may hold.
-    #[arg(long, env = "REEF_POD_SCRATCH_SIZE", default_value = "64Mi")]
-    pod_scratch_size: Memory,
-    /// Files and directories each pod's scratch directory may hold.
-    #[arg(long, env = "REEF_POD_SCRATCH_FILES", default_value_t = 4096)]
-    pod_scratch_files: u64,
-    /// Requests one pod may have in flight at once (each holds an instance).
-    #[arg(long, env = "REEF_POD_INSTANCES", default_value_t = 256)]
-    pod_instances: usize,
-}
-
-impl NodeTuning {
-    fn logs(&self) -> reef_node::logs::LogLimits {
-        reef_node::logs::LogLimits {
-            file_bytes: self.log_max_bytes,
-        }
-    }
-}
-
-/// Connection bounds of every port a daemon listens on.
-#[derive(clap::Args)]
-pub struct ServeTuning {
-    /// Connections one port holds open at once; when full, the oldest that
-    /// has sent nothing yet is dropped for a new one.
-    #[arg(long, env = "REEF_MAX_CONNECTIONS", default_value_t = 4096)]
-    max_connections: usize,
-    /// How long a client may take to send its first byte, and then a whole
-    /// request head.
-    #[arg(long, env = "REEF_HEADER_TIMEOUT", default_value = "10s")]
-    header_timeout: reef_api::quantity::Timeout,
-}
-
-impl ServeTuning {
-    fn config(&self, name: &'static str) -> reef_net::ServeConfig {
-        reef_net::ServeConfig {
-            name,
-            max_connections: self.max_connections,
-            first_byte_timeout: self.header_timeout.0,
-            header_timeout: self.header_timeout.0,
-            tls: None,
-        }
-    }
-}
-
-#[derive(clap::Args)]
-pub struct ControlPlaneTuning {
-    /// spread (least allocated first) or binpack.
-    #[arg(long, env = "REEF_SCHEDULER_POLICY", default_value = "spread")]
-    scheduler_policy: Policy,
-    /// Largest component upload accepted, in bytes.
-    #[arg(long, env = "REEF_MAX_BLOB_SIZE", default_value_t = 64 << 20)]
-    max_blob_size: usize,
-    /// Snapshot the store and compact its log every this many Raft entries.
-    #[arg(long, env = "REEF_SNAPSHOT_EVERY", default_value_t = 1000)]
-    snapshot_every: u64,
-    /// How long a node may go without renewing its lease before it is NotReady
-    /// and its pods are replaced on other nodes.
-    #[arg(long, env = "REEF_NODE_GRACE", default_value = "40s")]
-    node_grace: reef_api::quantity::Timeout,
-    /// Raft log entries kept behind a snapshot, so briefly lagging members catch up from the log.
-    #[arg(long, env = "REEF_KEEP_LOGS", default_value_t = 200)]
-    keep_logs: u64,
-    /// Watch streams one token may hold open at once.
-    #[arg(long, env = "REEF_MAX_WATCHES_PER_TOKEN", default_value_t = 100)]
-    max_watches_per_token: usize,
-}
-
-impl ControlPlaneTuning {
-    fn controllers(&self) -> reef_control_plane::controllers::ControllerConfig {
-        reef_control_plane::controllers::ControllerConfig {
-            node_grace: self.node_grace.0,
-        }
-    }
-
-    fn api(&self) -> ApiConfig {
-        ApiConfig {
-            max_blob_size: self.max_blob_size,
-            max_watches_per_token: self.max_watches_per_token,
-            ..ApiConfig::default()
-        }
-    }
-}
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -260,76 +140,6 @@ fn announce(data_dir: &Path, parts: &[(&str, String)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_labels(text: &str) -> Result<Labels, Failure> {
-    text.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| {
-                    Failure::usage(format!("error: --labels: {pair:?} is not key=value"))
-                })
-        })
-        .collect()
-}
-
-/// The IP addresses of `host:port` or `http://host:port` strings, for the
-/// outbound policy to refuse (a name that does not resolve adds nothing).
-fn addresses_of(endpoints: &[String]) -> Vec<std::net::IpAddr> {
-    use std::net::ToSocketAddrs;
-    let mut ips: Vec<std::net::IpAddr> = endpoints
-        .iter()
-        .map(|e| e.split("://").last().unwrap_or(e).trim_end_matches('/'))
-        .filter_map(|authority| authority.to_socket_addrs().ok())
-        .flatten()
-        .map(|a| a.ip())
-        .collect();
-    ips.sort();
-    ips.dedup();
-    ips
-}
-
-fn agent_config(
-    name: String,
-    data_dir: PathBuf,
-    ingress: String,
-    address: String,
-    control_plane: &[String],
-    tuning: &NodeTuning,
-) -> Result<AgentConfig, Failure> {
-    let mut own = vec![ingress.clone(), address.clone()];
-    own.extend(control_plane.iter().cloned());
-    let network = reef_node::runtime::NetworkPolicy {
-        allowed: tuning.outbound_allow.clone(),
-        refused: addresses_of(&own),
-    };
-    Ok(AgentConfig {
-        network: std::sync::Arc::new(network),
-        pod_limits: reef_node::runtime::PodLimits {
-            scratch: reef_node::runtime::ScratchQuota {
-                bytes: tuning.pod_scratch_size.bytes(),
-                files: tuning.pod_scratch_files,
-            },
-            max_instances: tuning.pod_instances,
-        },
-        name,
-        data_dir,
-        ingress,
-        address,
-        capacity: Resources {
-            cpu: tuning.cpu,
-            memory: tuning.memory,
-            pods: tuning.pods,
-        },
-        labels: parse_labels(&tuning.labels)?,
-        heartbeat: tuning.heartbeat.0,
-        backoff: Backoff {
-            base: tuning.backoff_base.0,
-            max: tuning.backoff_max.0.max(tuning.backoff_base.0),
-        },
-    })
-}
-
 async fn wait_for_shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::select! {
@@ -427,6 +237,7 @@ pub async fn up(args: UpArgs) -> CliResult {
             ingress: ingress_listener,
             logs: args.node.logs(),
             serve: args.serve.config("ingress"),
+            activation_queue: args.node.activation_queue,
         },
         Some(node_listener),
         node_client,
@@ -585,6 +396,7 @@ pub async fn node(args: NodeArgs) -> CliResult {
             ingress,
             logs,
             serve: args.serve.config("ingress"),
+            activation_queue: args.tuning.activation_queue,
         },
         Some(listen),
         client,

@@ -9,6 +9,7 @@ mod daemons;
 mod ops;
 mod output;
 mod tokens;
+mod tuning;
 mod verbs;
 
 use clap::{Parser, Subcommand};
@@ -252,8 +253,15 @@ fn main() -> ExitCode {
             } => verbs::delete(kind, name, file, namespace).await,
         }
     });
-    // Daemons leave tasks behind; don't wait for them.
-    runtime.shutdown_background();
+    // Daemons leave tasks behind (servers, aborted loops) that still hold the
+    // store: dropping them lets RocksDB close before `exit` runs C++ static
+    // destructors; racing the two aborts the process ("pthread lock: Invalid
+    // argument"). Bounded, so a stuck blocking call cannot hold the exit forever.
+    if daemon {
+        runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    } else {
+        runtime.shutdown_background();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

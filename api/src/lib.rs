@@ -5,6 +5,7 @@
 //! It does no storage and runs nothing, so the CLI and the node agent can link it
 //! without pulling in Raft, RocksDB or wasmtime.
 
+pub mod autoscale;
 pub mod client;
 pub mod config;
 pub mod events;
@@ -17,6 +18,7 @@ pub mod signing;
 pub mod suggest;
 pub mod validate;
 
+pub use autoscale::{Autoscale, AutoscaleStatus, DeploymentLoad, LoadReport, ScaleTarget};
 pub use client::{Client, ClientError};
 pub use resource::*;
 

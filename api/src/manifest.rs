@@ -5,6 +5,7 @@
 //! (defaults, namespace, component path → digest) into [`RawObject`]s. A file is all
 //! or nothing: any error means no objects at all.
 
+use crate::autoscale::Autoscale;
 use crate::quantity::{Cpu, Memory, Timeout};
 use crate::resource::*;
 use crate::suggest::nearest;

@@ -337,30 +337,11 @@ impl Default for Strategy {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Autoscale {
-    #[serde(default)]
-    pub min: u32,
-    pub max: u32,
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-    #[serde(default = "default_idle")]
-    pub idle: Timeout,
-}
-
-fn default_concurrency() -> u32 {
-    50
-}
-fn default_idle() -> Timeout {
-    Timeout(std::time::Duration::from_secs(60))
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     #[serde(default = "default_replicas")]
     pub replicas: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub autoscale: Option<Autoscale>,
+    pub autoscale: Option<crate::autoscale::Autoscale>,
     #[serde(default)]
     pub strategy: Strategy,
     pub template: PodSpec,
@@ -388,6 +369,9 @@ pub struct DeploymentStatus {
     /// Why fewer pods exist than wanted, when the tenant's quota holds them back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<String>,
+    /// The autoscaler's last decision, when the deployment autoscales.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<crate::autoscale::AutoscaleStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -409,6 +393,9 @@ pub struct Endpoint {
     /// The owning node's `--listen` address, for forwarding from other nodes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub address: String,
+    /// The deployment that owns the pod, for load accounting and balancing.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub deployment: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -416,6 +403,10 @@ pub struct Endpoint {
 pub struct ServiceStatus {
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// The autoscaled deployments the selector matches: a proxy holds a
+    /// request for them while they have no ready pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalable: Vec<crate::autoscale::ScaleTarget>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! state through [`store::Store`] and never touches the data directory.
 
 pub mod apiserver;
+pub mod autoscaler;
 pub mod controllers;
 pub mod credentials;
 pub mod events;

@@ -264,7 +264,8 @@ impl Member {
             );
         }
         let registry = Registry::new(store.clone());
-        let router = apiserver::router(registry.clone(), config.api);
+        let board = crate::autoscaler::board::LoadBoard::default();
+        let router = apiserver::router(registry.clone(), config.api, board.clone());
         let service = hyper_util::service::TowerToHyperService::new(router);
         let server = tokio::spawn(reef_net::serve(
             config.listener,
@@ -313,6 +314,10 @@ impl Member {
             Scheduler::new(registry.clone(), config.policy).run(),
         ));
         tasks.extend(crate::controllers::spawn_all(&registry, config.controllers));
+        tasks.push(tokio::spawn(crate::autoscaler::run(
+            registry.clone(),
+            board,
+        )));
         Ok(Member {
             store,
             registry,

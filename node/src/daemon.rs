@@ -22,6 +22,8 @@ pub struct NodeConfig {
     pub logs: LogLimits,
     /// Connection bounds of the ingress and listen ports.
     pub serve: reef_net::ServeConfig,
+    /// Requests held per Service while it scales up from zero.
+    pub activation_queue: u32,
 }
 
 pub struct NodeHandle {
@@ -104,7 +106,9 @@ pub fn start_with_listen(
         logs.clone(),
         access.clone(),
         config.serve.clone(),
+        config.activation_queue,
     );
+    let node_name = config.agent.name.clone();
     let agent = Agent::new(
         config.agent,
         client.clone(),
@@ -123,6 +127,11 @@ pub fn start_with_listen(
     }
     let tasks = vec![
         proxy.spawn_route_sync(client.clone()),
+        tokio::spawn(crate::proxy::load::report_forever(
+            proxy.meter(),
+            client.clone(),
+            node_name,
+        )),
         tokio::spawn(agent.clone().run()),
         tokio::spawn(logs.clone().flush_forever()),
         tokio::spawn(access.keep_fetched(client)),

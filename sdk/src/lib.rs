@@ -304,6 +304,12 @@ macro_rules! http_handler {
     };
 }
 
+/// Serves one request with a buffered `handler`, for components that export
+/// `wasi:http/incoming-handler` themselves to stream some paths and buffer the rest.
+pub fn serve(request: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {
+    __serve(request, out, handler)
+}
+
 /// The body of [`http_handler!`]: converts, calls the handler, answers.
 #[doc(hidden)]
 pub fn __serve(request: IncomingRequest, out: ResponseOutparam, handler: fn(Request) -> Response) {

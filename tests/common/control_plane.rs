@@ -336,6 +336,11 @@ impl ControlPlane {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
+    /// The process id of node `i`, while it runs.
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     pub fn kill_node(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
             let _ = child.kill();

@@ -2,6 +2,7 @@
 //! members, backups, tokens and node credentials.
 
 use super::{error_chain, Client, ClientError, Member, NodeAccess, Result};
+use bytes::Bytes;
 use futures::StreamExt;
 use std::time::Duration;
 
@@ -95,6 +96,21 @@ impl Client {
             )
             .await?;
         Ok(issued.token)
+    }
+
+    /// Sends node `node`'s load report to the autoscaler.
+    pub async fn report_load(&self, node: &str, report: &crate::LoadReport) -> Result<()> {
+        let body = Bytes::from(
+            serde_json::to_vec(report).map_err(|e| ClientError::Decode(e.to_string()))?,
+        );
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/api/v1/nodes/{node}/load"),
+            Some((body, "application/json")),
+            Some(Duration::from_secs(2)),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Mints a tenant token (shown once).

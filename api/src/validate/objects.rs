@@ -128,6 +128,22 @@ fn deployment(obj: &RawObject) -> Result<(), FieldError> {
             u64::from(MAX_CONCURRENCY),
         )?;
         duration_at_most("spec.autoscale.idle", auto.idle, MAX_LONG_DURATION)?;
+        duration_at_most("spec.autoscale.window", auto.window, MAX_LONG_DURATION)?;
+        if auto.window.0 < std::time::Duration::from_secs(1) {
+            return Err(FieldError::new(
+                "spec.autoscale.window",
+                "the stable window must be at least 1s",
+            ));
+        }
+        if auto.panic_window.0.is_zero() || auto.panic_window.0 > auto.window.0 {
+            return Err(FieldError::new(
+                "spec.autoscale.panic_window",
+                format!(
+                    "the panic window must be more than 0 and at most the stable window ({})",
+                    auto.window
+                ),
+            ));
+        }
     }
     Ok(())
 }

@@ -56,6 +56,10 @@ pub enum Request {
     NodeCredential {
         node: String,
     },
+    /// Node `node`'s proxy reports its load to the autoscaler.
+    NodeLoad {
+        node: String,
+    },
     Backup,
     TokensList,
     TokensCreate,
@@ -145,6 +149,9 @@ pub fn classify(
             (&M::POST, ["nodes", node, "credential"]) => Some(Request::NodeCredential {
                 node: node.to_string(),
             }),
+            (&M::PUT, ["nodes", node, "load"]) => Some(Request::NodeLoad {
+                node: node.to_string(),
+            }),
             (&M::GET, ["namespaces", ns, "pods", pod, "log"]) => Some(Request::PodLog {
                 namespace: ns.to_string(),
                 pod: pod.to_string(),
@@ -186,6 +193,7 @@ pub fn decide(identity: &Identity, request: &Request) -> Decision {
         )),
         Identity::Node { node } => match request {
             Request::WhoAmI | Request::NodeAccess => Allow,
+            Request::NodeLoad { node: reporter } => allow(reporter == node),
             Request::BlobRead { digest } => AllowIf(Condition::BlobOnNode {
                 digest: digest.clone(),
                 node: node.clone(),

@@ -119,6 +119,7 @@ pub fn describe(request: &Request) -> String {
         Request::JoinInfo => "read the cluster's member secret".into(),
         Request::NodeAccess => "read the node-access key".into(),
         Request::NodeCredential { .. } => "register a node".into(),
+        Request::NodeLoad { node } => format!("report the load of node {node:?}"),
         Request::Backup => "take a backup".into(),
         Request::TokensList => "list tokens".into(),
         Request::TokensCreate => "create tokens".into(),

@@ -13,12 +13,14 @@ mod blobs;
 pub mod cluster;
 mod error;
 mod filter;
+mod load;
 mod logs;
 mod objects;
 pub mod openapi;
 mod tokens;
 mod watch;
 
+use crate::autoscaler::board::LoadBoard;
 use crate::credentials::{Authenticated, Credentials};
 use crate::registry::Registry;
 use axum::extract::{DefaultBodyLimit, Query, Request, State};
@@ -47,6 +49,8 @@ pub struct ApiState {
     pub max_blob_size: usize,
     pub bookmark_interval: Duration,
     pub watches: watch::WatchLimits,
+    /// Node proxies' load reports, for the autoscaler.
+    pub load: LoadBoard,
 }
 
 pub struct ApiConfig {
@@ -261,7 +265,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 }
 
 /// The whole HTTP surface of a control-plane member.
-pub fn router(registry: Registry, config: ApiConfig) -> Router {
+pub fn router(registry: Registry, config: ApiConfig, load: LoadBoard) -> Router {
     let raft = registry.store().raft_router();
     let credentials = Credentials::new(registry.store().clone());
     let state = Arc::new(ApiState {
@@ -270,6 +274,7 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
         max_blob_size: config.max_blob_size,
         bookmark_interval: config.bookmark_interval,
         watches: watch::WatchLimits::new(config.max_watches_per_token),
+        load,
     });
     let blob_limit = state.max_blob_size + (1 << 20);
     let api = Router::new()
@@ -288,6 +293,10 @@ pub fn router(registry: Registry, config: ApiConfig) -> Router {
         .route(
             "/api/v1/nodes/{name}/credential",
             post(tokens::node_credential),
+        )
+        .route(
+            "/api/v1/nodes/{name}/load",
+            axum::routing::put(load::report),
         )
         .route(
             "/api/v1/members",

@@ -90,6 +90,7 @@ pub enum Failures {
         super::tokens::create,
         super::tokens::revoke,
         super::tokens::node_credential,
+        super::load::report,
         super::cluster::members,
         super::cluster::add_member,
         super::cluster::remove_member,
@@ -99,7 +100,7 @@ pub enum Failures {
     components(schemas(
         Kind, Metadata, OwnerRef, RawObject, List<RawObject>, ApiError, ApplyResult,
         AppliedObject, Identity, TenantRole, TokenInfo, TokenRequest, IssuedToken,
-        reef_api::client::Member, reef_api::client::NodeAccess, KindPlural, NewMember,
+        reef_api::LoadReport, reef_api::DeploymentLoad, reef_api::client::Member, reef_api::client::NodeAccess, KindPlural, NewMember,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

@@ -1,4 +1,5 @@
-//! Deployment → pods: keeps `replicas` pods of the current template, replacing pods
+//! Deployment → pods: keeps `replicas` pods (the autoscaler's decision when it
+//! autoscales) of the current template, replacing pods
 //! of an older template as a rolling update bounded by max surge / max unavailable,
 //! and replacing pods that are gone or finished.
 
@@ -66,7 +67,7 @@ pub fn plan(
     pods: &[&Pod],
     draining: &HashSet<String>,
 ) -> Plan {
-    let replicas = deployment.spec.replicas;
+    let replicas = crate::autoscaler::wanted_replicas(deployment);
     let strategy = deployment.spec.strategy;
     let mut plan = Plan::default();
     let mut current: Vec<&Pod> = Vec::new();
@@ -391,6 +392,7 @@ fn next_status(
         progressed_at: deployment.status.progressed_at.clone(),
         stuck: None,
         held: None,
+        autoscale: deployment.status.autoscale.clone(),
     };
     let previous = &deployment.status;
     let progressed = previous.template_hash != status.template_hash
@@ -400,7 +402,7 @@ fn next_status(
     if progressed {
         status.progressed_at = Some(now_rfc3339());
     }
-    let replicas = deployment.spec.replicas;
+    let replicas = crate::autoscaler::wanted_replicas(deployment);
     let complete = status.updated_replicas == replicas
         && status.ready_replicas >= replicas
         && status.replicas == replicas;

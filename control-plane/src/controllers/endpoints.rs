@@ -1,5 +1,7 @@
 //! Service → endpoints: the ready, running pods its selector matches, with the
-//! address of the node proxy that can reach each.
+//! address of the node proxy that can reach each; and the autoscaled
+//! deployments behind it, which proxies hold requests for while they have
+//! no ready pod.
 
 use crate::reconcile::Retries;
 use crate::registry::{Registry, RegistryError, Result};
@@ -15,13 +17,7 @@ pub fn endpoints_for(
     let mut endpoints: Vec<Endpoint> = pods
         .iter()
         .filter(|p| p.metadata.namespace == service.metadata.namespace)
-        .filter(|p| {
-            service
-                .spec
-                .selector
-                .iter()
-                .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
-        })
+        .filter(|p| selects(service, &p.metadata.labels))
         .filter(|p| p.status.phase == Phase::Running && p.status.ready)
         .filter_map(|p| {
             let node = p.spec.node.clone()?;
@@ -29,11 +25,57 @@ pub fn endpoints_for(
                 pod: p.metadata.name.clone(),
                 address: node_addresses.get(&node).cloned().unwrap_or_default(),
                 node,
+                deployment: p
+                    .metadata
+                    .owner
+                    .as_ref()
+                    .filter(|o| o.kind == Kind::Deployment)
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default(),
             })
         })
         .collect();
     endpoints.sort();
     endpoints
+}
+
+fn selects(service: &Service, labels: &Labels) -> bool {
+    service
+        .spec
+        .selector
+        .iter()
+        .all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The autoscaled deployments whose pods the service selects, sorted.
+pub fn scalable_for(service: &Service, deployments: &[Deployment]) -> Vec<ScaleTarget> {
+    let mut targets: Vec<ScaleTarget> = deployments
+        .iter()
+        .filter(|d| d.metadata.namespace == service.metadata.namespace)
+        .filter(|d| selects(service, &d.metadata.labels))
+        .filter_map(|d| {
+            let auto = d.spec.autoscale.as_ref()?;
+            Some(ScaleTarget {
+                deployment: d.metadata.name.clone(),
+                concurrency: auto.concurrency,
+                timeout: d.spec.template.timeout,
+            })
+        })
+        .collect();
+    targets.sort();
+    targets
+}
+
+/// What of a deployment a service's status depends on.
+pub fn deployment_projection(deployment: &RawObject) -> serde_json::Value {
+    serde_json::json!([
+        deployment.metadata.labels,
+        deployment.spec.get("autoscale"),
+        deployment
+            .spec
+            .get("template")
+            .and_then(|t| t.get("timeout")),
+    ])
 }
 
 /// What of a node its endpoints depend on: the address (not its lease).
@@ -48,6 +90,7 @@ pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()>
     }
     let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
     let nodes: Vec<Node> = registry.list_typed(Kind::Node, None)?;
+    let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
     let addresses: HashMap<String, String> = nodes
         .into_iter()
         .map(|n| (n.metadata.name, n.spec.address))
@@ -57,11 +100,14 @@ pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()>
         if !retries.due(&key) {
             continue;
         }
-        let endpoints = endpoints_for(service, &pods, &addresses);
-        if endpoints == service.status.endpoints {
+        let status = ServiceStatus {
+            endpoints: endpoints_for(service, &pods, &addresses),
+            scalable: scalable_for(service, &deployments),
+        };
+        if status == service.status {
             continue;
         }
-        let status = serde_json::to_value(ServiceStatus { endpoints })?;
+        let status = serde_json::to_value(status)?;
         let result = registry
             .put_status(
                 Kind::Service,

@@ -109,6 +109,7 @@ pub fn spawn_all(
                 Trigger::any(Kind::Service),
                 Trigger::on(Kind::Pod, pod_projection),
                 Trigger::on(Kind::Node, endpoints::node_projection),
+                Trigger::on(Kind::Deployment, endpoints::deployment_projection),
             ],
             Duration::from_secs(10),
             |r, retries| async move { endpoints::reconcile_all(&r, &retries).await }.boxed(),

@@ -361,13 +361,17 @@ impl Agent {
         let (_, output) =
             self.logs
                 .open(key, pod.namespace(), &pod.metadata.name, &pod.metadata.uid);
+        // Where it runs, as Kubernetes' downward API would tell it; the
+        // manifest's own entries win.
+        let mut env: Vec<(String, String)> = vec![
+            ("REEF_POD".into(), pod.metadata.name.clone()),
+            ("REEF_NAMESPACE".into(), pod.namespace().to_string()),
+            ("REEF_NODE".into(), self.config.name.clone()),
+        ];
+        env.retain(|(k, _)| !pod.spec.env.contains_key(k));
+        env.extend(pod.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         let mut settings = PodSettings {
-            env: pod
-                .spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env,
             args: pod.spec.args.clone(),
             memory_bytes: pod.spec.memory.bytes(),
             timeout: pod.spec.timeout.0,

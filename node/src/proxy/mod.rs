@@ -1,9 +1,11 @@
 //! The node proxy (kube-proxy): takes ingress HTTP, finds the Service by Host and
-//! longest path prefix, and balances round-robin over the Service's ready
-//! endpoints on every node: in-process for pods on this node, forwarded once to
-//! the owning node's `--listen` port for the others ([`forward`]). A failed
-//! connect moves on to the next endpoint. Answers say why when no pod can take
-//! the request.
+//! longest path prefix, and sends it to the Service's ready endpoint with the
+//! fewest requests outstanding ([`routes`], [`load`]) on any node: in-process
+//! for pods on this node, forwarded once to the owning node's `--listen` port
+//! for the others ([`forward`]). A failed connect moves on to the next
+//! endpoint. A Service whose autoscaled deployment has no ready pod holds the
+//! request while it activates ([`activate`]). Answers say why when no pod can
+//! take the request.
 //!
 //! The listen port takes only signed requests ([`access`]): forwarded ones,
 //! dispatched to pods in this node's table (retiring ones included, so work
@@ -11,8 +13,11 @@
 //! requests. It never forwards, which bounds every request to one hop.
 
 pub mod access;
+mod activate;
 pub mod forward;
+pub mod headers;
 pub mod internal;
+pub mod load;
 pub mod routes;
 
 use crate::logs::NodeLogs;
@@ -24,9 +29,11 @@ use forward::{BodySlot, ForwardError, Forwarder, FORWARDED_BY_HEADER, POD_HEADER
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
+use load::{LoadMeter, Outstanding, Tracked};
 use reef_api::{Client, Kind, Service};
 use routes::RouteTable;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use tokio::net::TcpListener;
 
@@ -47,6 +54,15 @@ pub struct Proxy {
     logs: Option<NodeLogs>,
     /// Connection bounds of the ingress and listen ports.
     serve: reef_net::ServeConfig,
+    /// Bumped whenever the route table is swapped: held requests look again.
+    routes_changed: tokio::sync::watch::Sender<()>,
+    /// Requests this proxy has in flight at each pod, for balancing.
+    outstanding: Outstanding,
+    /// Load per autoscaled deployment, for the autoscaler.
+    meter: Arc<LoadMeter>,
+    /// Requests held per Service while it activates, and their bound.
+    queued: Outstanding,
+    activation_queue: u32,
 }
 
 /// Which port a connection came in on.
@@ -87,15 +103,34 @@ fn request_host(req: &Request<Incoming>) -> String {
 
 impl Proxy {
     pub fn new(node: String, pods: PodTable, access: NodeAccess) -> Arc<Proxy> {
-        Arc::new(Proxy {
+        Arc::new(Proxy::bare(
+            node,
+            pods,
+            access,
+            reef_net::ServeConfig::new("ingress"),
+        ))
+    }
+
+    fn bare(
+        node: String,
+        pods: PodTable,
+        access: NodeAccess,
+        serve: reef_net::ServeConfig,
+    ) -> Proxy {
+        Proxy {
             node,
             pods,
             table: RwLock::new(Arc::new(RouteTable::default())),
             forwarder: Forwarder::default(),
             access,
             logs: None,
-            serve: reef_net::ServeConfig::new("ingress"),
-        })
+            serve,
+            routes_changed: tokio::sync::watch::Sender::new(()),
+            outstanding: Outstanding::default(),
+            meter: Arc::default(),
+            queued: Outstanding::default(),
+            activation_queue: activate::DEFAULT_QUEUE,
+        }
     }
 
     /// A proxy whose listen port also serves the node's own endpoints (logs),
@@ -106,16 +141,18 @@ impl Proxy {
         logs: NodeLogs,
         access: NodeAccess,
         serve: reef_net::ServeConfig,
+        activation_queue: u32,
     ) -> Arc<Proxy> {
         Arc::new(Proxy {
-            node,
-            pods,
-            table: RwLock::new(Arc::new(RouteTable::default())),
-            forwarder: Forwarder::default(),
-            access,
             logs: Some(logs),
-            serve,
+            activation_queue,
+            ..Proxy::bare(node, pods, access, serve)
         })
+    }
+
+    /// The load this proxy counts, for the reporter.
+    pub fn meter(&self) -> Arc<LoadMeter> {
+        self.meter.clone()
     }
 
     fn table(&self) -> Arc<RouteTable> {
@@ -124,7 +161,10 @@ impl Proxy {
 
     /// Swaps in a new route table whole.
     pub fn set_routes(&self, table: RouteTable) {
+        self.outstanding.retain(&table.all_pods());
+        self.meter.retain(&table.scalable());
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.routes_changed.send_replace(());
     }
 
     /// Keeps the route table in step with the cluster's Services.
@@ -174,13 +214,13 @@ impl Proxy {
             Port::Listen => "listen",
         };
         let proxy = self.clone();
-        let make_service = move |_peer| {
+        let make_service = move |peer: SocketAddr| {
             let proxy = proxy.clone();
             hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 async move {
                     Ok::<_, Infallible>(match port {
-                        Port::Ingress => proxy.handle(req).await,
+                        Port::Ingress => proxy.handle_from(Some(peer), req).await,
                         Port::Listen => proxy.handle_forwarded(req).await,
                     })
                 }
@@ -190,22 +230,45 @@ impl Proxy {
     }
 
     /// An ingress request: routed by Service to any ready endpoint in the cluster.
-    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+        self.handle_from(None, req).await
+    }
+
+    /// [`Proxy::handle`] for a request from `peer`; the answer carries the
+    /// request's id.
+    pub async fn handle_from(
+        &self,
+        peer: Option<SocketAddr>,
+        mut req: Request<Incoming>,
+    ) -> Response<ProxyBody> {
         // Only proxies name pods: a client's claims are dropped, never trusted.
         forward::strip_internal(req.headers_mut());
         let host = request_host(&req);
+        let id = headers::on_ingress(req.headers_mut(), peer, &host);
+        let mut response = self.route(&host, req).await;
+        response.headers_mut().insert(headers::REQUEST_ID, id);
+        response
+    }
+
+    async fn route(&self, host: &str, req: Request<Incoming>) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
-        let Some(route) = self.table().lookup(&host, &path) else {
+        let Some(mut route) = self.table().lookup(host, &path) else {
             return text(
                 StatusCode::NOT_FOUND,
                 format!("reef: no service matches host {host:?} and path {path:?}"),
             );
         };
         if route.endpoints.is_empty() {
-            return text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("reef: service {} has no ready endpoint", route.name()),
-            );
+            if route.scalable.is_empty() {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("reef: service {} has no ready endpoint", route.name()),
+                );
+            }
+            route = match self.activate(host, &path, route).await {
+                Ok(route) => route,
+                Err(answer) => return answer,
+            };
         }
         let (parts, body) = req.into_parts();
         let body = BodySlot::new(body);
@@ -222,14 +285,26 @@ impl Proxy {
                 .get(hyper::header::CONTENT_LENGTH)
                 .is_none_or(|v| v.as_bytes() == b"0");
         let mut remote_failure = None;
-        for endpoint in route.endpoints_in_turn() {
+        for endpoint in route.by_load(&self.node, &self.outstanding) {
             let key = pod_key(&route.namespace, &endpoint.pod);
+            // Held until the answer has streamed out: outstanding at the pod,
+            // and in flight for its deployment when it autoscales.
+            let mut counts = vec![self.outstanding.start(&key)];
+            if route
+                .scalable
+                .iter()
+                .any(|t| t.deployment == endpoint.deployment)
+            {
+                counts.push(self.meter.serving(&route.namespace, &endpoint.deployment));
+            }
             if endpoint.node == self.node {
                 match self.pods.get(&key) {
                     Some(pod) => {
                         let req = Request::from_parts(parts, body.body());
                         let what = format!("service {}", route.name());
-                        return dispatch(&what, &pod, req).await;
+                        return dispatch(&what, &pod, req)
+                            .await
+                            .map(|b| Tracked::new(b, counts).boxed());
                     }
                     None => {
                         passed.push(format!("pod {} is not running here", endpoint.pod));
@@ -257,7 +332,11 @@ impl Proxy {
                 .await;
             match sent {
                 Ok(response) => {
-                    return response.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed())
+                    return response.map(|b| {
+                        Tracked::new(b, counts)
+                            .map_err(|e| Box::new(e) as BoxError)
+                            .boxed()
+                    })
                 }
                 Err(ForwardError::Connect(e)) if body.is_untouched() || retryable => {
                     tracing::warn!(

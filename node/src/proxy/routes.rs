@@ -1,9 +1,15 @@
 //! The route table: Services → (host, path prefix) → endpoints, rebuilt from the
 //! API's service list and watch, and swapped in whole so lookups never see half a table.
+//! A route orders its endpoints by load for each request ([`Route::by_load`]).
 
-use reef_api::{Endpoint, Service};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use super::load::Outstanding;
+use rand::Rng;
+use reef_api::{Endpoint, ScaleTarget, Service};
 use std::sync::Arc;
+
+/// A pod with this many times its deployment's `concurrency` in flight from
+/// this proxy is passed over while another has room.
+pub const BURST_FACTOR: u32 = 2;
 
 pub struct Route {
     pub namespace: String,
@@ -11,8 +17,8 @@ pub struct Route {
     pub host: Option<String>,
     pub path: String,
     pub endpoints: Vec<Endpoint>,
-    /// Round-robin cursor over `endpoints`.
-    next: AtomicUsize,
+    /// Autoscaled deployments behind the service: requests wait for them.
+    pub scalable: Vec<ScaleTarget>,
 }
 
 impl Route {
@@ -23,19 +29,42 @@ impl Route {
             host: service.spec.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path: service.spec.path.clone(),
             endpoints: service.status.endpoints.clone(),
-            next: AtomicUsize::new(0),
+            scalable: service.status.scalable.clone(),
         }
     }
 
-    /// Endpoints in the order to try them: round-robin start, then the rest.
-    pub fn endpoints_in_turn(&self) -> impl Iterator<Item = &Endpoint> {
-        let n = self.endpoints.len().max(1);
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        self.endpoints
+    /// The most requests `endpoint` should have in flight from one proxy
+    /// before others are preferred; unbounded for deployments that do not
+    /// autoscale.
+    fn cap(&self, endpoint: &Endpoint) -> u32 {
+        self.scalable
             .iter()
-            .cycle()
-            .skip(start)
-            .take(self.endpoints.len())
+            .find(|t| t.deployment == endpoint.deployment)
+            .map_or(u32::MAX, |t| t.concurrency.saturating_mul(BURST_FACTOR))
+    }
+
+    /// Endpoints in the order to try them: least outstanding requests first
+    /// (pods past their cap last), this node's pods before others' at equal
+    /// load, and a random order among equals so proxies do not herd.
+    pub fn by_load(&self, node: &str, outstanding: &Outstanding) -> Vec<&Endpoint> {
+        let mut rng = rand::thread_rng();
+        let mut ranked: Vec<((bool, u32, bool, u32), &Endpoint)> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let load = outstanding.of(&crate::pods::pod_key(&self.namespace, &e.pod));
+                let rank = (load >= self.cap(e), load, e.node != node, rng.gen::<u32>());
+                (rank, e)
+            })
+            .collect();
+        ranked.sort_unstable_by_key(|(rank, _)| *rank);
+        ranked.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// The longest a request may wait for an autoscaled deployment to have a
+    /// ready pod: its pods' per-request timeout.
+    pub fn activation_timeout(&self) -> Option<std::time::Duration> {
+        self.scalable.iter().map(|t| t.timeout.0).max()
     }
 
     pub fn name(&self) -> String {
@@ -106,6 +135,30 @@ impl RouteTable {
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
+
+    /// Every autoscaled deployment some route names, as (namespace, name).
+    pub fn scalable(&self) -> std::collections::HashSet<(String, String)> {
+        self.routes
+            .iter()
+            .flat_map(|r| {
+                r.scalable
+                    .iter()
+                    .map(|t| (r.namespace.clone(), t.deployment.clone()))
+            })
+            .collect()
+    }
+
+    /// Pod keys of every endpoint in the table.
+    pub fn all_pods(&self) -> std::collections::HashSet<String> {
+        self.routes
+            .iter()
+            .flat_map(|r| {
+                r.endpoints
+                    .iter()
+                    .map(|e| crate::pods::pod_key(&r.namespace, &e.pod))
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -140,6 +193,51 @@ mod tests {
         let table = RouteTable::new(&[service("s", Some("a.local"), "/app")]);
         assert!(table.lookup("a.local", "/other").is_none());
         assert!(table.lookup("b.local", "/app").is_none());
+    }
+
+    fn endpoint(pod: &str, node: &str) -> Endpoint {
+        Endpoint {
+            pod: pod.into(),
+            node: node.into(),
+            address: String::new(),
+            deployment: "f".into(),
+        }
+    }
+
+    #[test]
+    fn least_outstanding_first_then_local_and_capped_pods_last() {
+        let mut route = Route::new(&service("s", None, "/"));
+        route.endpoints = vec![
+            endpoint("a", "n1"),
+            endpoint("b", "n2"),
+            endpoint("c", "n2"),
+        ];
+        route.scalable = vec![ScaleTarget {
+            deployment: "f".into(),
+            concurrency: 2,
+            timeout: reef_api::quantity::Timeout(std::time::Duration::from_secs(1)),
+        }];
+        let outstanding = Outstanding::default();
+        let pods = |order: Vec<&Endpoint>| order.iter().map(|e| e.pod.clone()).collect::<Vec<_>>();
+        // Equal loads: the local pod first.
+        assert_eq!(pods(route.by_load("n1", &outstanding))[0], "a");
+        let _a = outstanding.start("default/a");
+        let _b = (
+            outstanding.start("default/b"),
+            outstanding.start("default/b"),
+        );
+        // c has none, a one, b two.
+        assert_eq!(pods(route.by_load("n1", &outstanding)), ["c", "a", "b"]);
+        let _more = [
+            outstanding.start("default/c"),
+            outstanding.start("default/c"),
+            outstanding.start("default/c"),
+            outstanding.start("default/c"),
+            outstanding.start("default/c"),
+        ];
+        // c holds 5, past its cap of 2 × 2: last, behind the busier b.
+        assert_eq!(pods(route.by_load("n1", &outstanding))[0], "a");
+        assert_eq!(pods(route.by_load("n1", &outstanding))[2], "c");
     }
 
     #[test]
