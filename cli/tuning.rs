@@ -173,6 +173,7 @@ pub fn agent_config(
         refused: addresses_of(&own),
     };
     Ok(AgentConfig {
+        services: None,
         network: std::sync::Arc::new(network),
         pod_limits: reef_node::runtime::PodLimits {
             scratch: reef_node::runtime::ScratchQuota {

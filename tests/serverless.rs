@@ -48,13 +48,20 @@ async fn cluster() -> ControlPlane {
 /// Applies the `function` component with `deployment` as the body of its
 /// `[[deployment]]` table (after name, labels and component).
 fn apply(cp: &ControlPlane, deployment: &str) -> (tempfile::TempDir, PathBuf) {
+    apply_text(
+        cp,
+        &format!(
+            "[[deployment]]\nname = \"function\"\nlabels = {{ app = \"function\" }}\ncomponent = \"function.wasm\"\nmemory = \"64Mi\"\n{deployment}\n\n\
+             [[service]]\nname = \"function\"\nselector = {{ app = \"function\" }}\nhost = \"{HOST}\"\n"
+        ),
+    )
+}
+
+/// Applies `manifest` beside a copy of function.wasm.
+fn apply_text(cp: &ControlPlane, manifest: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let wasm = example("function").with_file_name("function.wasm");
     std::fs::copy(&wasm, dir.path().join("function.wasm")).expect("copy function.wasm");
-    let manifest = format!(
-        "[[deployment]]\nname = \"function\"\nlabels = {{ app = \"function\" }}\ncomponent = \"function.wasm\"\nmemory = \"64Mi\"\n{deployment}\n\n\
-         [[service]]\nname = \"function\"\nselector = {{ app = \"function\" }}\nhost = \"{HOST}\"\n"
-    );
     let path = dir.path().join("app.toml");
     std::fs::write(&path, manifest).expect("manifest");
     let out = cp.reef(&["apply", "-f", path.to_str().expect("utf-8")]);
@@ -431,5 +438,84 @@ async fn fifty_mebibytes_stream_through_two_proxies_both_ways() {
             *grew < 20 << 10,
             "the {what}'s RSS grew by {grew} KiB while 50 MiB streamed through it"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_calls_its_tenants_services_by_name_and_no_other_tenants() {
+    let cp = cluster().await;
+    let client = cp.client();
+    let deployment = |name: &str, namespace: &str, extra: &str| {
+        format!(
+            "[[deployment]]\nname = \"{name}\"\nnamespace = \"{namespace}\"\nlabels = {{ app = \"{name}\" }}\n\
+             component = \"function.wasm\"\nmemory = \"64Mi\"\n{extra}\n\n\
+             [[service]]\nname = \"{name}\"\nnamespace = \"{namespace}\"\nselector = {{ app = \"{name}\" }}\nhost = \"{name}.example\"\n\n"
+        )
+    };
+    let _tenant = apply_text(
+        &cp,
+        "[[tenant]]\nname = \"other\"\ncpu = \"4\"\nmemory = \"1Gi\"\npods = 10\n",
+    );
+    let manifest = format!(
+        "{}{}{}",
+        deployment("caller", "default", "replicas = 1"),
+        deployment(
+            "backend",
+            "default",
+            "[deployment.autoscale]\nmin = 0\nmax = 2\nidle = \"1s\"\nwindow = \"5s\"\npanic_window = \"1s\""
+        ),
+        deployment("secret", "other", "replicas = 1"),
+    );
+    let _app = apply_text(&cp, &manifest);
+    eventually("the backend at zero, the others ready", SLOW, || async {
+        let backend = client
+            .get(Kind::Deployment, Some("default"), "backend")
+            .await
+            .ok()?;
+        let secret = client
+            .get(Kind::Deployment, Some("other"), "secret")
+            .await
+            .ok()?;
+        let caller = client
+            .get(Kind::Deployment, Some("default"), "caller")
+            .await
+            .ok()?;
+        (backend.status["autoscale"]["desired"] == 0
+            && backend.status["replicas"] == 0
+            && secret.status["ready_replicas"] == 1
+            && caller.status["ready_replicas"] == 1)
+            .then_some(())
+    })
+    .await;
+    let web = http();
+    let ingress = cp.nodes[2].ingress.clone();
+    let call = |url: &'static str| {
+        let (web, ingress) = (web.clone(), ingress.clone());
+        async move {
+            let r = web
+                .get(format!("http://{ingress}/call?url={url}"))
+                .header("host", "caller.example")
+                .send()
+                .await
+                .expect("caller answered");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    // By name, at zero: the call wakes the backend and gets its answer.
+    let (code, body) = call("http://backend.default.svc/").await;
+    assert_eq!(code, 200, "{body}\n{}", cp.log_tail());
+    assert!(
+        body.contains("answered 200: function pod=backend-"),
+        "{body}"
+    );
+    // By its public host, the same tenant's Service needs no outbound entry.
+    let (code, body) = call("http://backend.example/").await;
+    assert_eq!(code, 200, "{body}");
+    // Another tenant's Service: not by name, and not by a host the caller does not list.
+    for url in ["http://secret.other.svc/", "http://secret.example/"] {
+        let (code, body) = call(url).await;
+        assert_eq!(code, 502, "{url}: {body}");
+        assert!(body.contains("failed"), "{url}: {body}");
+        assert!(!body.contains("pod=secret-"), "{url}: {body}");
     }
 }

@@ -109,6 +109,8 @@ pub fn start_with_listen(
         config.activation_queue,
     );
     let node_name = config.agent.name.clone();
+    let mut config = config;
+    config.agent.services = Some(proxy.clone());
     let agent = Agent::new(
         config.agent,
         client.clone(),

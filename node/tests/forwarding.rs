@@ -299,7 +299,7 @@ async fn a_remote_node_that_fails_is_a_502_naming_it() {
 }
 
 #[tokio::test]
-async fn round_robin_spans_local_and_remote_endpoints() {
+async fn idle_endpoints_prefer_this_node_and_the_rest_stay_reachable() {
     let a = TestNode::start("a").await;
     let b = TestNode::start("b").await;
     a.run_pod("app-a").await;
@@ -308,13 +308,21 @@ async fn round_robin_spans_local_and_remote_endpoints() {
     a.proxy.set_routes(table());
     b.proxy.set_routes(table());
 
+    // One at a time, every endpoint is idle: the local pod wins each tie.
     let mut served = Vec::new();
     for _ in 0..4 {
         let (status, body) = send(a.ingress, get("/").body(empty()).unwrap()).await;
         assert_eq!(status, StatusCode::OK);
         served.push(text(&body).lines().next().unwrap_or("").to_string());
     }
-    assert_eq!(served, ["node=a", "node=b", "node=a", "node=b"]);
+    assert_eq!(served, ["node=a"; 4]);
+    // Through b's ingress, b's own pod wins instead; a's is reached when b's is gone.
+    let (_, body) = send(b.ingress, get("/").body(empty()).unwrap()).await;
+    assert_eq!(text(&body).lines().next(), Some("node=b"));
+    b.proxy.set_routes(routes(&[a.endpoint("app-a")]));
+    let (status, body) = send(b.ingress, get("/").body(empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text(&body).lines().next(), Some("node=a"));
 }
 
 #[tokio::test]

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub network: Arc<crate::runtime::NetworkPolicy>,
     /// What each pod may hold of this node.
     pub pod_limits: crate::runtime::PodLimits,
+    /// Routes pods' calls to the cluster's Services (the node's proxy).
+    pub services: Option<Arc<dyn crate::runtime::ServiceCalls>>,
 }
 
 /// A pod this agent has taken on: the task running it (none for a pod that had
@@ -370,18 +372,25 @@ impl Agent {
         ];
         env.retain(|(k, _)| !pod.spec.env.contains_key(k));
         env.extend(pod.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut settings = PodSettings {
-            env,
-            args: pod.spec.args.clone(),
-            memory_bytes: pod.spec.memory.bytes(),
-            timeout: pod.spec.timeout.0,
-            outbound: pod.spec.outbound.clone(),
-            scratch: Some(scratch),
-            output: Some(output),
-            on_failure: None,
-            network: self.config.network.clone(),
-            max_instances: self.config.pod_limits.max_instances,
-        };
+        let mut settings =
+            PodSettings {
+                env,
+                args: pod.spec.args.clone(),
+                memory_bytes: pod.spec.memory.bytes(),
+                timeout: pod.spec.timeout.0,
+                outbound: pod.spec.outbound.clone(),
+                scratch: Some(scratch),
+                output: Some(output),
+                on_failure: None,
+                network: self.config.network.clone(),
+                max_instances: self.config.pod_limits.max_instances,
+                services: self.config.services.clone().map(|router| {
+                    crate::runtime::ServiceAccess {
+                        namespace: pod.namespace().to_string(),
+                        router,
+                    }
+                }),
+            };
         let cannot_run = |world: &str, e: crate::runtime::PrepareError| {
             StartError::Permanent(format!(
                 "component {digest} cannot run as world \"{world}\": {e:#}"

@@ -6,7 +6,7 @@
 //! `Retry-After` at once rather than pile up.
 
 use super::routes::Route;
-use super::{text, Proxy, ProxyBody};
+use super::{text, Lookup, Proxy, ProxyBody};
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,11 +32,11 @@ fn busy(route: &Route, queue: u32) -> Response<ProxyBody> {
 }
 
 impl Proxy {
-    /// Waits until the Service at `host` and `path` has a ready endpoint, and
+    /// Waits until the Service `lookup` finds has a ready endpoint, and
     /// returns its route then; or the answer to give instead.
     pub(super) async fn activate(
         &self,
-        host: &str,
+        lookup: &Lookup,
         path: &str,
         route: Arc<Route>,
     ) -> Result<Arc<Route>, Response<ProxyBody>> {
@@ -53,10 +53,10 @@ impl Proxy {
         let deadline = tokio::time::Instant::now() + wait;
         let mut changed = self.routes_changed.subscribe();
         loop {
-            let Some(now) = self.table().lookup(host, path) else {
+            let Some(now) = self.find(lookup, path) else {
                 return Err(text(
                     StatusCode::NOT_FOUND,
-                    format!("reef: no service matches host {host:?} and path {path:?}"),
+                    format!("reef: no service matches {lookup} and path {path:?}"),
                 ));
             };
             if !now.endpoints.is_empty() {

@@ -75,12 +75,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A request body from a client or from a pod's own call.
+pub type InBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// A request body shared by the attempts to deliver one request.
 #[derive(Clone)]
-pub struct BodySlot(Arc<Mutex<Option<Incoming>>>);
+pub struct BodySlot(Arc<Mutex<Option<InBody>>>);
 
 impl BodySlot {
-    pub fn new(body: Incoming) -> BodySlot {
+    pub fn new(body: InBody) -> BodySlot {
         BodySlot(Arc::new(Mutex::new(Some(body))))
     }
 
@@ -98,14 +101,14 @@ impl BodySlot {
     }
 
     // The critical sections are a take or a peek: poison leaves nothing half done.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<InBody>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 pub struct SlotBody {
     slot: BodySlot,
-    taken: Option<Incoming>,
+    taken: Option<InBody>,
 }
 
 impl Body for SlotBody {
@@ -127,9 +130,7 @@ impl Body for SlotBody {
             }
         }
         match this.taken.as_mut() {
-            Some(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|e| Box::new(e) as BoxError),
+            Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
         }
     }

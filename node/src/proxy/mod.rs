@@ -14,6 +14,7 @@
 
 pub mod access;
 mod activate;
+mod calls;
 pub mod forward;
 pub mod headers;
 pub mod internal;
@@ -25,7 +26,7 @@ use crate::pods::{pod_key, PodTable};
 use crate::runtime::{HandleError, HttpPod};
 use access::NodeAccess;
 use bytes::Bytes;
-use forward::{BodySlot, ForwardError, Forwarder, FORWARDED_BY_HEADER, POD_HEADER};
+use forward::{BodySlot, ForwardError, Forwarder, InBody, FORWARDED_BY_HEADER, POD_HEADER};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -63,6 +64,24 @@ pub struct Proxy {
     /// Requests held per Service while it activates, and their bound.
     queued: Outstanding,
     activation_queue: u32,
+}
+
+/// How a request names its Service.
+#[derive(Clone, Debug)]
+pub(crate) enum Lookup {
+    /// By the Host header (ingress, and pods' calls to a public host).
+    Host(String),
+    /// By name (pods' calls to `NAME.NAMESPACE.svc`).
+    Service { namespace: String, service: String },
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Host(host) => write!(f, "host {host:?}"),
+            Lookup::Service { namespace, service } => write!(f, "service {namespace}/{service}"),
+        }
+    }
 }
 
 /// Which port a connection came in on.
@@ -245,17 +264,28 @@ impl Proxy {
         forward::strip_internal(req.headers_mut());
         let host = request_host(&req);
         let id = headers::on_ingress(req.headers_mut(), peer, &host);
-        let mut response = self.route(&host, req).await;
+        let req = req.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync());
+        let mut response = self.route(&Lookup::Host(host), req).await;
         response.headers_mut().insert(headers::REQUEST_ID, id);
         response
     }
 
-    async fn route(&self, host: &str, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// The route for `lookup` and `path` in the current table.
+    fn find(&self, lookup: &Lookup, path: &str) -> Option<Arc<routes::Route>> {
+        match lookup {
+            Lookup::Host(host) => self.table().lookup(host, path),
+            Lookup::Service { namespace, service } => self.table().service(namespace, service),
+        }
+    }
+
+    /// Routes a request to a ready endpoint of the Service `lookup` finds:
+    /// in-process on this node, or forwarded once to another.
+    pub(crate) async fn route(&self, lookup: &Lookup, req: Request<InBody>) -> Response<ProxyBody> {
         let path = req.uri().path().to_string();
-        let Some(mut route) = self.table().lookup(host, &path) else {
+        let Some(mut route) = self.find(lookup, &path) else {
             return text(
                 StatusCode::NOT_FOUND,
-                format!("reef: no service matches host {host:?} and path {path:?}"),
+                format!("reef: no service matches {lookup} and path {path:?}"),
             );
         };
         if route.endpoints.is_empty() {
@@ -265,7 +295,7 @@ impl Proxy {
                     format!("reef: service {} has no ready endpoint", route.name()),
                 );
             }
-            route = match self.activate(host, &path, route).await {
+            route = match self.activate(lookup, &path, route).await {
                 Ok(route) => route,
                 Err(answer) => return answer,
             };

@@ -106,6 +106,14 @@ impl RouteTable {
         RouteTable { routes }
     }
 
+    /// The route of Service `namespace/service`, whatever its host and path.
+    pub fn service(&self, namespace: &str, service: &str) -> Option<Arc<Route>> {
+        self.routes
+            .iter()
+            .find(|r| r.namespace == namespace && r.service == service)
+            .cloned()
+    }
+
     /// The route for a request's host (without port) and path.
     pub fn lookup(&self, host: &str, path: &str) -> Option<Arc<Route>> {
         let host = host.to_ascii_lowercase();

@@ -125,6 +125,8 @@ pub struct PodSettings {
     pub network: Arc<super::egress::NetworkPolicy>,
     /// Requests in flight at once (see [`PodLimits::max_instances`]).
     pub max_instances: usize,
+    /// The cluster's Services this pod may call (none outside a node).
+    pub services: Option<super::services::ServiceAccess>,
 }
 
 impl Default for PodSettings {
@@ -141,6 +143,7 @@ impl Default for PodSettings {
             on_failure: None,
             network: Arc::default(),
             max_instances: PodLimits::default().max_instances,
+            services: None,
         }
     }
 }
@@ -168,6 +171,7 @@ impl PodSettings {
             scratch: self.scratch.clone(),
             output: self.output.clone(),
             program: program.to_string(),
+            services: self.services.clone(),
         }
     }
 }

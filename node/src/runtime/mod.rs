@@ -17,7 +17,8 @@
 //!   tick, so no pod starves another;
 //! - a guest gets no sockets, no files but its pod's scratch directory, and
 //!   outbound HTTP only to the authorities its pod lists, and only where they
-//!   resolve to an address the node's network policy permits;
+//!   resolve to an address the node's network policy permits, or to its own
+//!   namespace's Services through the node's proxy ([`ServiceCalls`]);
 //! - a compiled artifact is loaded only if its checksum holds (the one
 //!   `unsafe` in reef, in `cache.rs`).
 //!
@@ -34,6 +35,7 @@ mod outbound;
 mod output;
 mod prefetch;
 mod scratch;
+mod services;
 mod state;
 
 pub use cache::CacheStats;
@@ -46,4 +48,5 @@ pub use http::{FailureSink, HandleError, HttpPod, PodLimits, PodSettings, Respon
 pub use outbound::{InvalidPattern, OutboundPolicy};
 pub use output::{OutputSink, Stream};
 pub use scratch::{ScratchDir, ScratchQuota};
+pub use services::{ServiceAccess, ServiceCalls, ServiceFuture, ServiceResponse, ServiceTarget};
 pub use state::SCRATCH_GUEST_PATH;

@@ -15,6 +15,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use super::services::Verdict;
 use http::uri::{Authority, Scheme};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -146,6 +147,7 @@ fn normalise_host(host: &str) -> String {
 pub(crate) struct OutboundHooks {
     pub(crate) policy: Arc<OutboundPolicy>,
     pub(crate) network: Arc<super::egress::NetworkPolicy>,
+    pub(crate) services: Option<super::services::ServiceAccess>,
 }
 
 type ResponseFuture = Box<
@@ -167,7 +169,28 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        if !self.policy.allows(request.uri()) {
+        let listed = self.policy.allows(request.uri());
+        if let (Some(access), Some(authority)) = (&self.services, request.uri().authority()) {
+            let host = normalise_host(authority.host());
+            let path = request.uri().path().to_string();
+            match access.verdict(&host, &path, listed) {
+                Verdict::Inside(target) => {
+                    let router = access.router.clone();
+                    return Box::new(async move {
+                        let response = router.call(target, request).await;
+                        let done: Box<dyn Future<Output = Result<(), HttpError>> + Send> =
+                            Box::new(async { Ok(()) });
+                        Ok((response, done))
+                    });
+                }
+                Verdict::Refused => {
+                    tracing::debug!(%host, "a Service of another namespace, by name: refused");
+                    return Box::new(async { Err(HttpError::HttpRequestDenied) });
+                }
+                Verdict::Outside => {}
+            }
+        }
+        if !listed {
             tracing::debug!(uri = %request.uri(), "outbound request denied by the pod's outbound list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }

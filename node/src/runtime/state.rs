@@ -33,6 +33,8 @@ pub struct Sandbox {
     pub output: Option<Arc<dyn OutputSink>>,
     /// `argv[0]`.
     pub program: String,
+    /// The cluster's Services this pod may call by name.
+    pub services: Option<super::services::ServiceAccess>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -89,6 +91,7 @@ impl HostState {
             hooks: OutboundHooks {
                 policy: sandbox.outbound.clone(),
                 network: sandbox.network.clone(),
+                services: sandbox.services.clone(),
             },
             limiter: PodLimiter::new(budget),
             _scratch: sandbox.scratch.clone(),
