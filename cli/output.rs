@@ -156,17 +156,45 @@ fn table(kind: Kind, objects: &[RawObject], wide: bool) -> (Vec<&'static str>, V
             )
         }
         Kind::Deployment => (
-            vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            vec![
+                "NAME",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "AUTOSCALE",
+                "AGE",
+                "LAST SCALE",
+            ],
             rows(&|o| {
                 let Ok(d) = o.typed::<DeploymentSpec, DeploymentStatus>() else {
                     return vec![o.metadata.name.clone(), "?".into()];
                 };
+                let wanted = reef_api::autoscale::wanted_replicas(&d.spec, &d.status);
+                let (range, reason) = match (&d.spec.autoscale, &d.status.autoscale) {
+                    (Some(a), scaled) => (
+                        format!("{}-{} @{}", a.min, a.max, a.concurrency),
+                        scaled.as_ref().map_or(String::new(), |s| {
+                            let since = reef_api::age(&s.at)
+                                .map(|d| format!("{}s ago: ", d.as_secs()))
+                                .unwrap_or_default();
+                            format!("{since}{}", s.reason)
+                        }),
+                    ),
+                    (None, _) => ("-".to_string(), String::new()),
+                };
+                let reason = if wide || reason.chars().count() <= 60 {
+                    reason
+                } else {
+                    format!("{}…", reason.chars().take(59).collect::<String>())
+                };
                 vec![
                     d.metadata.name.clone(),
-                    format!("{}/{}", d.status.ready_replicas, d.spec.replicas),
+                    format!("{}/{wanted}", d.status.ready_replicas),
                     d.status.updated_replicas.to_string(),
                     d.status.ready_replicas.to_string(),
+                    range,
                     age(o),
+                    reason,
                 ]
             }),
         ),

@@ -154,6 +154,12 @@ async fn a_function_scales_to_zero_and_requests_wake_it() {
         reason.as_str().is_some_and(|r| r.contains("idle")),
         "{reason}"
     );
+    let table = cp.reef(&["get", "deployments"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table.lines().find(|l| l.starts_with("function")).unwrap_or("");
+    for shown in ["0/0", "0-4 @10", "idle: no requests for 2s"] {
+        assert!(row.contains(shown), "{shown:?} not in {row:?}\n{table}");
+    }
 
     let ingress = cp.nodes[0].ingress.clone();
     let web = http();

@@ -52,6 +52,22 @@ impl Autoscale {
     }
 }
 
+/// The replicas a deployment runs: the autoscaler's last decision when it
+/// autoscales ([`Autoscale::initial`] before the first), `replicas` otherwise.
+pub fn wanted_replicas(
+    spec: &crate::resource::DeploymentSpec,
+    status: &crate::resource::DeploymentStatus,
+) -> u32 {
+    match &spec.autoscale {
+        Some(auto) => status
+            .autoscale
+            .as_ref()
+            .map_or(auto.initial(), |s| s.desired)
+            .clamp(auto.min, auto.max),
+        None => spec.replicas,
+    }
+}
+
 /// The autoscaler's last decision, in the deployment's status.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -22,15 +22,7 @@ const TICK: Duration = Duration::from_millis(250);
 /// The replicas an autoscaled deployment runs: the autoscaler's last decision,
 /// or [`Autoscale::initial`] before it made one; `spec.replicas` otherwise.
 pub fn wanted_replicas(deployment: &Deployment) -> u32 {
-    match &deployment.spec.autoscale {
-        Some(auto) => deployment
-            .status
-            .autoscale
-            .as_ref()
-            .map_or(auto.initial(), |s| s.desired)
-            .clamp(auto.min, auto.max),
-        None => deployment.spec.replicas,
-    }
+    reef_api::autoscale::wanted_replicas(&deployment.spec, &deployment.status)
 }
 
 /// Runs the autoscaler while this member leads; its memory of each
