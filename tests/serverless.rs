@@ -156,7 +156,10 @@ async fn a_function_scales_to_zero_and_requests_wake_it() {
     );
     let table = cp.reef(&["get", "deployments"]);
     let table = String::from_utf8_lossy(&table.stdout);
-    let row = table.lines().find(|l| l.starts_with("function")).unwrap_or("");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("function"))
+        .unwrap_or("");
     for shown in ["0/0", "0-4 @10", "idle: no requests for 2s"] {
         assert!(row.contains(shown), "{shown:?} not in {row:?}\n{table}");
     }
@@ -389,6 +392,34 @@ async fn fifty_mebibytes_stream_through_two_proxies_both_ways() {
     let entry = cp.nodes[2].ingress.clone();
     let (code, body) = get(&web, &entry, "/").await;
     assert_eq!(code, 200, "{body}");
+    // What the component sees after two proxies, and the id the client gets back.
+    let answer = web
+        .get(format!("http://{entry}/headers"))
+        .header("host", HOST)
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .expect("headers answered");
+    assert_eq!(answer.headers()["x-request-id"], "trace-me-42");
+    let seen = answer.text().await.unwrap_or_default();
+    for line in [
+        "x-request-id: trace-me-42",
+        "x-forwarded-for: 127.0.0.1",
+        "x-forwarded-host: function.local",
+        "x-forwarded-proto: http",
+    ] {
+        assert!(seen.lines().any(|l| l == line), "{line:?} not in:\n{seen}");
+    }
+    assert!(
+        !seen.contains("x-reef-"),
+        "internal headers reached the component:\n{seen}"
+    );
+    let (_, body) = get(&web, &entry, "/headers").await;
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("x-request-id: ") && l.len() == "x-request-id: ".len() + 32),
+        "a request id is made when the client sends none:\n{body}"
+    );
     let target = if body.contains("node=n1") { 0 } else { 1 };
     let pids = [
         cp.node_pid(2).expect("n3"),
@@ -524,4 +555,46 @@ async fn a_component_calls_its_tenants_services_by_name_and_no_other_tenants() {
         assert!(body.contains("failed"), "{url}: {body}");
         assert!(!body.contains("pod=secret-"), "{url}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_reports_are_taken_by_the_leader_and_bounded() {
+    let cp = ControlPlane::start(3, &[]).await;
+    let leader = cp.leader().await;
+    let web = http();
+    let put = |member: usize, body: serde_json::Value| {
+        let (web, url, token) = (web.clone(), cp.members[member].url(), cp.admin_token());
+        async move {
+            let r = web
+                .put(format!("{url}/api/v1/nodes/n1/load"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .expect("answer");
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    let report = serde_json::json!({"deployments": [
+        {"namespace": "default", "deployment": "f", "in_flight": 3, "requests": 10}
+    ]});
+    assert_eq!(put(leader, report.clone()).await.0, 204);
+    // A follower sends the node's client on to the next member.
+    let follower = (leader + 1) % 3;
+    let (code, body) = put(follower, report).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("leader"), "{body}");
+    // Bounded: unknown fields and oversized reports are refused with the field named.
+    let (code, body) = put(
+        leader,
+        serde_json::json!({"deployments": [{"namespace": "a"}]}),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("deployment"), "{body}");
+    let many: Vec<_> = (0..10_001)
+        .map(|i| serde_json::json!({"namespace": "a", "deployment": format!("d{i}")}))
+        .collect();
+    let (code, body) = put(leader, serde_json::json!({"deployments": many})).await;
+    assert_eq!(code, 422, "{body}");
 }

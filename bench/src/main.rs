@@ -21,6 +21,7 @@ mod proc;
 mod replicated;
 mod schedule;
 mod security_cost;
+mod serverless;
 mod wrk;
 
 use anyhow::{bail, Context};
@@ -208,7 +209,7 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
 }
 
 /// `wasmtime serve` (wasmtime-cli) serving `wasm` with pooling, on a free port.
-async fn wasmtime_serve(
+pub(crate) async fn wasmtime_serve(
     wasmtime: &Path,
     wasm: &Path,
 ) -> anyhow::Result<(replicated::Processes, String)> {
@@ -343,6 +344,17 @@ async fn main() -> anyhow::Result<()> {
         }
         "density" => node::density(&args.reef, &args.steps, &args.command_steps).await,
         "cold-start" => node::cold_start(&args.reef, args.runs.unwrap_or(10)).await,
-        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|schedule|density|cold-start [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
+        "serverless" => {
+            serverless::run(serverless::Options {
+                reef: &args.reef,
+                runs: args.runs.unwrap_or(20),
+                seconds: args.seconds,
+                connections: args.connections,
+                nodes: args.nodes,
+                wasmtime: args.wasmtime.as_deref(),
+            })
+            .await
+        }
+        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|schedule|density|cold-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
     }
 }

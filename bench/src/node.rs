@@ -13,22 +13,87 @@ use std::time::{Duration, Instant};
 
 /// One control-plane member and one node, as separate processes, so the
 /// node's RSS is its own.
-struct Pair {
-    _home: tempfile::TempDir,
+pub(crate) struct Pair {
+    home: tempfile::TempDir,
     processes: Processes,
-    api: String,
-    token: String,
-    node_pid: u32,
-    ingress: String,
+    pub(crate) api: String,
+    pub(crate) token: String,
+    pub(crate) node_pid: u32,
+    pub(crate) ingress: String,
+    pub(crate) cp_pid: u32,
+    reef: std::path::PathBuf,
+}
+
+/// Starts `reef node NAME` against the member at `api`; returns it and its ingress.
+async fn spawn_node(
+    reef: &Path,
+    home: &Path,
+    api: &str,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<(std::process::Child, String)> {
+    let node_dir = home.join(format!("node-{name}"));
+    std::fs::create_dir_all(&node_dir)?;
+    let node = Command::new(reef)
+        .args(["node", "--name", name, "--server"])
+        .arg(format!("http://{api}"))
+        .arg("--data-dir")
+        .arg(&node_dir)
+        .arg("--join-token-file")
+        .arg(home.join("cp").join("join.token"))
+        .args([
+            "--ingress",
+            "127.0.0.1:0",
+            "--cpu",
+            "1000000m",
+            "--memory",
+            "1000Gi",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(
+            home.join(format!("node-{name}.log")),
+        )?)
+        .spawn()
+        .context("starting reef node")?;
+    wait_for_file(&node_dir.join("addresses"), Duration::from_secs(60)).await?;
+    let line = std::fs::read_to_string(node_dir.join("addresses"))?;
+    let ingress = line
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("ingress="))
+        .context("no ingress in the node's addresses")?
+        .to_string();
+    Ok((node, ingress))
 }
 
 impl Pair {
-    async fn start(reef: &Path, pods: u32) -> anyhow::Result<Pair> {
+    /// Starts another node; returns its ingress and process id.
+    pub(crate) async fn add_node(
+        &mut self,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<(String, u32)> {
+        let api = self.api.trim_start_matches("http://").to_string();
+        let (node, ingress) = spawn_node(&self.reef, self.home.path(), &api, name, extra).await?;
+        let pid = node.id();
+        self.processes.0.push(Some(node));
+        Ok((ingress, pid))
+    }
+
+    pub(crate) async fn start(reef: &Path, pods: u32) -> anyhow::Result<Pair> {
+        Pair::start_with(reef, pods, &[]).await
+    }
+
+    /// [`Pair::start`] with extra flags for the node `n1`.
+    pub(crate) async fn start_with(
+        reef: &Path,
+        pods: u32,
+        node_flags: &[&str],
+    ) -> anyhow::Result<Pair> {
         let home = tempfile::tempdir()?;
         let cp_dir = home.path().join("cp");
-        let node_dir = home.path().join("node");
         std::fs::create_dir_all(&cp_dir)?;
-        std::fs::create_dir_all(&node_dir)?;
         let api = format!("127.0.0.1:{}", free_port()?);
         let log = |name: &str| std::fs::File::create(home.path().join(name));
         let cp = Command::new(reef)
@@ -42,48 +107,27 @@ impl Pair {
             .stderr(log("control-plane.log")?)
             .spawn()
             .context("starting reef control-plane")?;
+        let cp_pid = cp.id();
         let mut processes = Processes(vec![Some(cp)]);
         wait_for_file(&cp_dir.join("join.token"), Duration::from_secs(120)).await?;
         let token = std::fs::read_to_string(cp_dir.join("admin.token"))?
             .trim()
             .to_string();
-        let node = Command::new(reef)
-            .args(["node", "--name", "n1", "--server"])
-            .arg(format!("http://{api}"))
-            .arg("--data-dir")
-            .arg(&node_dir)
-            .arg("--join-token-file")
-            .arg(cp_dir.join("join.token"))
-            .args([
-                "--ingress",
-                "127.0.0.1:0",
-                "--cpu",
-                "1000000m",
-                "--memory",
-                "1000Gi",
-            ])
-            .args(["--pods", &pods.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log("node.log")?)
-            .spawn()
-            .context("starting reef node")?;
+        let pods = pods.to_string();
+        let mut flags = vec!["--pods", pods.as_str()];
+        flags.extend_from_slice(node_flags);
+        let (node, ingress) = spawn_node(reef, home.path(), &api, "n1", &flags).await?;
         let node_pid = node.id();
         processes.0.push(Some(node));
-        wait_for_file(&node_dir.join("addresses"), Duration::from_secs(60)).await?;
-        let line = std::fs::read_to_string(node_dir.join("addresses"))?;
-        let ingress = line
-            .split_whitespace()
-            .find_map(|p| p.strip_prefix("ingress="))
-            .context("no ingress in the node's addresses")?
-            .to_string();
         Ok(Pair {
-            _home: home,
+            home,
             processes,
             api: format!("http://{api}"),
             token,
             node_pid,
             ingress,
+            cp_pid,
+            reef: reef.to_path_buf(),
         })
     }
 

@@ -34,23 +34,64 @@ pub fn pod_dir(namespace: &str, name: &str, uid: &str) -> std::path::PathBuf {
 struct Pods {
     live: HashMap<String, HttpPod>,
     retiring: HashMap<String, (HttpPod, Instant)>,
+    /// Live pods that passed their readiness check, with their deployment.
+    ready: HashMap<String, String>,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PodTable {
     inner: Arc<RwLock<Pods>>,
+    /// Bumped when a pod here becomes ready: requests held for a function
+    /// at zero take it at once, before the Service's endpoints say so.
+    became_ready: Arc<tokio::sync::watch::Sender<()>>,
+}
+
+impl Default for PodTable {
+    fn default() -> Self {
+        PodTable {
+            inner: Arc::default(),
+            became_ready: Arc::new(tokio::sync::watch::Sender::new(())),
+        }
+    }
 }
 
 impl PodTable {
     pub fn insert(&self, key: String, pod: HttpPod) {
         let mut pods = self.write();
         pods.retiring.remove(&key);
+        pods.ready.remove(&key);
         pods.live.insert(key, pod);
+    }
+
+    /// Marks the live pod `key` (of `deployment`) ready.
+    pub fn mark_ready(&self, key: &str, deployment: &str) {
+        let mut pods = self.write();
+        if pods.live.contains_key(key) {
+            pods.ready.insert(key.to_string(), deployment.to_string());
+            drop(pods);
+            self.became_ready.send_replace(());
+        }
+    }
+
+    /// The name of a live, ready pod of `namespace/deployment` on this node.
+    pub fn ready_pod_of(&self, namespace: &str, deployment: &str) -> Option<String> {
+        let prefix = pod_key(namespace, "");
+        self.read()
+            .ready
+            .iter()
+            .find(|(key, d)| d.as_str() == deployment && key.starts_with(&prefix))
+            .map(|(key, _)| key[prefix.len()..].to_string())
+    }
+
+    /// Changes when a pod here becomes ready.
+    pub fn readiness(&self) -> tokio::sync::watch::Receiver<()> {
+        self.became_ready.subscribe()
     }
 
     /// Stops giving the pod new work once routing has caught up; true if it was live.
     pub fn retire(&self, key: &str) -> bool {
         let mut pods = self.write();
+        pods.ready.remove(key);
         match pods.live.remove(key) {
             Some(pod) => {
                 pods.retiring

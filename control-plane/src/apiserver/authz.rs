@@ -383,6 +383,22 @@ mod tests {
             decide(&node, &request(Method::PUT, "/api/v1/nodes/n2")),
             Decision::Deny
         );
+        // Its own load reports, not another node's; no tenant reports any.
+        assert_eq!(
+            decide(&node, &request(Method::PUT, "/api/v1/nodes/n1/load")),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(&node, &request(Method::PUT, "/api/v1/nodes/n2/load")),
+            Decision::Deny
+        );
+        assert_eq!(
+            decide(
+                &tenant("n1", TenantRole::Admin),
+                &request(Method::PUT, "/api/v1/nodes/n1/load")
+            ),
+            Decision::Deny
+        );
         assert_eq!(
             decide(&node, &request(Method::GET, "/api/v1/pods")),
             Decision::Deny

@@ -33,6 +33,9 @@ impl ApiFailure {
     pub fn too_large(message: impl Into<String>) -> Self {
         ApiFailure(RegistryError::TooLarge(message.into()))
     }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiFailure(RegistryError::Unavailable(message.into()))
+    }
 }
 
 /// The status and reason word of each registry outcome.

@@ -1,5 +1,7 @@
 //! `PUT /api/v1/nodes/{name}/load`: a node proxy's load report, for the
-//! autoscaler. Held in this member's memory, never written to the store.
+//! autoscaler. Held in the leader's memory, never written to the store; a
+//! follower answers 503, which sends the node's client on to the next
+//! member it knows (nodes should know every member).
 
 use super::error::{ApiFailure, ApiResult};
 use super::ApiState;
@@ -38,6 +40,15 @@ pub async fn report(
                 report.deployments.len()
             ),
         ));
+    }
+    let store = state.registry.store();
+    if !store.is_leader() {
+        let leader = store
+            .leader_id()
+            .map_or("none known".to_string(), |id| format!("member {id}"));
+        return Err(ApiFailure::unavailable(format!(
+            "load reports go to the leader ({leader}), which runs the autoscaler"
+        )));
     }
     state.load.report(&node, report);
     Ok(StatusCode::NO_CONTENT.into_response())

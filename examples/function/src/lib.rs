@@ -3,6 +3,7 @@
 //! - `/echo` streams the request body back as it arrives, chunk by chunk,
 //!   whatever its size (nothing is held whole in the guest);
 //! - `/sleep?ms=N` answers after N milliseconds, naming its pod and node;
+//! - `/headers` answers with the request's headers, one `name: value` a line;
 //! - `/call?url=URL` fetches URL (another Service in the cluster, say
 //!   `http://NAME.NAMESPACE.svc/`) and answers with what came back;
 //! - anything else answers with the pod and node that served it.
@@ -32,6 +33,14 @@ fn buffered(req: Request) -> Response {
             let ms: u64 = param(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
             std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
             Response::text(200, format!("slept {ms} ms {}\n", whoami()))
+        }
+        "/headers" => {
+            let lines: Vec<String> = req
+                .headers()
+                .iter()
+                .map(|(name, value)| format!("{name}: {value}"))
+                .collect();
+            Response::text(200, lines.join("\n") + "\n")
         }
         "/call" => {
             let Some(url) = param(&req, "url") else {

@@ -332,6 +332,16 @@ impl Agent {
             reason: None,
             ..pod.status.clone()
         };
+        let deployment = pod
+            .metadata
+            .owner
+            .as_ref()
+            .filter(|o| o.kind == Kind::Deployment)
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        if status.ready {
+            self.pods.mark_ready(&key, &deployment);
+        }
         tracing::info!(pod = %key, ready = status.ready, "running");
         let message = format!(
             "started on node {} ({})",
@@ -344,6 +354,7 @@ impl Agent {
             tokio::time::sleep(Duration::from_secs(1)).await;
             status.ready = self.probe(&pod, &http).await;
             if status.ready {
+                self.pods.mark_ready(&key, &deployment);
                 self.report(&pod, status.clone()).await;
             }
         }

@@ -52,6 +52,7 @@ impl Proxy {
         let wait = route.activation_timeout().unwrap_or(DEFAULT_WAIT);
         let deadline = tokio::time::Instant::now() + wait;
         let mut changed = self.routes_changed.subscribe();
+        let mut ready_here = self.pods.readiness();
         loop {
             let Some(now) = self.find(lookup, path) else {
                 return Err(text(
@@ -68,7 +69,25 @@ impl Proxy {
                     format!("reef: service {} has no ready endpoint", now.name()),
                 ));
             }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
+            // A pod ready on this node serves at once, before its endpoint
+            // has travelled through the control plane and back.
+            for target in &now.scalable {
+                if let Some(pod) = self.pods.ready_pod_of(&now.namespace, &target.deployment) {
+                    return Ok(Arc::new(now.with_endpoints(vec![reef_api::Endpoint {
+                        pod,
+                        node: self.node.clone(),
+                        address: String::new(),
+                        deployment: target.deployment.clone(),
+                    }])));
+                }
+            }
+            let woken = async {
+                tokio::select! {
+                    changed = changed.changed() => changed,
+                    ready = ready_here.changed() => ready,
+                }
+            };
+            match tokio::time::timeout_at(deadline, woken).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => {
                     return Err(text(

@@ -33,6 +33,18 @@ impl Route {
         }
     }
 
+    /// This route with other endpoints.
+    pub fn with_endpoints(&self, endpoints: Vec<Endpoint>) -> Route {
+        Route {
+            namespace: self.namespace.clone(),
+            service: self.service.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            endpoints,
+            scalable: self.scalable.clone(),
+        }
+    }
+
     /// The most requests `endpoint` should have in flight from one proxy
     /// before others are preferred; unbounded for deployments that do not
     /// autoscale.
