@@ -183,7 +183,11 @@ impl Pair {
     }
 }
 
-async fn upload(pair: &Pair, http: &reqwest::Client, wasm: &[u8]) -> anyhow::Result<String> {
+pub(crate) async fn upload(
+    pair: &Pair,
+    http: &reqwest::Client,
+    wasm: &[u8],
+) -> anyhow::Result<String> {
     let digest = reef_api::digest_of(wasm);
     let response = http
         .put(format!("{}/api/v1/blobs/{digest}", pair.api))

@@ -50,17 +50,7 @@ async fn apply(pair: &Pair, http: &reqwest::Client, objects: Value) -> anyhow::R
 async fn upload(pair: &Pair, http: &reqwest::Client, name: &str) -> anyhow::Result<String> {
     let wasm = std::fs::read(examples_dir().join(format!("{name}/{name}.wasm")))
         .with_context(|| format!("examples/{name}/{name}.wasm: run examples/build.sh"))?;
-    let digest = reef_api::digest_of(&wasm);
-    let response = http
-        .put(format!("{}/api/v1/blobs/{digest}", pair.api))
-        .bearer_auth(&pair.token)
-        .body(wasm)
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("blob upload: {}", response.status());
-    }
-    Ok(digest)
+    crate::node::upload(pair, http, &wasm).await
 }
 
 /// A deployment and its Service (host `NAME.local`).
@@ -78,11 +68,11 @@ fn app(name: &str, digest: &str, extra: Value) -> Value {
             }
         }
     }
-    json!({"objects": [
+    json!([
         {"kind": "Deployment", "metadata": {"name": name, "namespace": "default", "labels": {"app": name}}, "spec": spec},
         {"kind": "Service", "metadata": {"name": name, "namespace": "default"},
          "spec": {"selector": {"app": name}, "host": format!("{name}.local"), "path": "/"}},
-    ]})
+    ])
 }
 
 async fn deployment(pair: &Pair, http: &reqwest::Client, name: &str) -> anyhow::Result<Value> {

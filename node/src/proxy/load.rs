@@ -158,24 +158,47 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle node reports all the same, so a new leader learns it.
 const IDLE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
+/// How often the reporter looks for a surge.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Whether some deployment's demand has at least doubled (by 4 or more)
+/// since `sent`: a burst the autoscaler should hear of before the next second.
+fn surged(sent: &LoadReport, now: &LoadReport) -> bool {
+    now.deployments.iter().any(|d| {
+        let before = sent
+            .deployments
+            .iter()
+            .find(|s| s.namespace == d.namespace && s.deployment == d.deployment)
+            .map_or(0, DeploymentLoad::demand);
+        d.demand() >= before.saturating_mul(2) && d.demand() >= before + 4
+    })
+}
+
 /// Sends `meter`'s report as node `node`: every [`REPORT_EVERY`] while
 /// requests are in flight or counts changed, every ten seconds otherwise, and
-/// at once when a request starts waiting for a pod. One report per node, not
-/// one write per request: the control plane keeps it in memory.
+/// at once when a request starts waiting for a pod or a deployment's demand
+/// surges. One report per node, not one write per request: the control plane
+/// keeps it in memory.
 pub async fn report_forever(meter: Arc<LoadMeter>, client: reef_api::Client, node: String) {
     // A report is stale after a couple of seconds: do not retry one for long.
     let client = client.with_retry_for(Duration::from_secs(1));
     let mut last: Option<(LoadReport, tokio::time::Instant)> = None;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(REPORT_EVERY) => {}
-            () = meter.urgent() => {}
-        }
+        let urgent = tokio::select! {
+            () = tokio::time::sleep(CHECK_EVERY) => false,
+            () = meter.urgent() => true,
+        };
         let report = meter.report();
         let busy = report.deployments.iter().any(|d| d.demand() > 0);
         let due = match &last {
             None => !report.deployments.is_empty(),
-            Some((sent, at)) => busy || *sent != report || at.elapsed() >= IDLE_REPORT_EVERY,
+            Some((sent, at)) => {
+                let since = at.elapsed();
+                urgent
+                    || surged(sent, &report)
+                    || (since >= REPORT_EVERY && (busy || *sent != report))
+                    || since >= IDLE_REPORT_EVERY
+            }
         };
         if !due {
             continue;
@@ -229,6 +252,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_doubling_of_four_or_more_is_a_surge() {
+        let load = |demand: u32| LoadReport {
+            deployments: vec![DeploymentLoad {
+                namespace: "ns".into(),
+                deployment: "f".into(),
+                in_flight: demand,
+                ..DeploymentLoad::default()
+            }],
+        };
+        assert!(surged(&load(0), &load(4)));
+        assert!(!surged(&load(0), &load(3)));
+        assert!(surged(&load(10), &load(20)));
+        assert!(!surged(&load(10), &load(19)));
+        assert!(!surged(&load(20), &load(1)));
+        assert!(surged(&LoadReport::default(), &load(32)));
+    }
 
     #[test]
     fn counts_live_as_long_as_their_guards() {
