@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod identity;
+pub mod kinds;
 pub mod limits;
 pub mod manifest;
 pub mod quantity;
