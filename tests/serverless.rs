@@ -495,7 +495,9 @@ async fn a_component_calls_its_tenants_services_by_name_and_no_other_tenants() {
     );
     let manifest = format!(
         "{}{}{}",
-        deployment("caller", "default", "replicas = 1"),
+        // It even lists the other tenant's host: that host goes out as egress,
+        // never to the other tenant's pods inside the cluster.
+        deployment("caller", "default", "replicas = 1\noutbound = [\"secret.example\"]"),
         deployment(
             "backend",
             "default",

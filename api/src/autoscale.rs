@@ -63,7 +63,7 @@ pub fn wanted_replicas(
             .autoscale
             .as_ref()
             .map_or(auto.initial(), |s| s.desired)
-            .clamp(auto.min, auto.max),
+            .clamp(auto.min.min(auto.max), auto.max),
         None => spec.replicas,
     }
 }

@@ -31,6 +31,9 @@ pub const MAX_POD_STRINGS: usize = 256 << 10;
 pub const MAX_OUTBOUND: usize = 64;
 /// Objects in one `POST /api/v1/apply` (one Raft entry).
 pub const MAX_APPLY_OBJECTS: usize = 500;
+/// The autoscaler's stable window (Knative's bound): its memory per
+/// deployment is one bucket per second of it.
+pub const MAX_SCALE_WINDOW: Timeout = Timeout(Duration::from_secs(3600));
 /// Target in-flight requests per pod for autoscaling.
 pub const MAX_CONCURRENCY: u32 = 100_000;
 /// A node's capacity: 1,048,576 cores, 1 PiB, a million pods.

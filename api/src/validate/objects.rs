@@ -128,7 +128,13 @@ fn deployment(obj: &RawObject) -> Result<(), FieldError> {
             u64::from(MAX_CONCURRENCY),
         )?;
         duration_at_most("spec.autoscale.idle", auto.idle, MAX_LONG_DURATION)?;
-        duration_at_most("spec.autoscale.window", auto.window, MAX_LONG_DURATION)?;
+        duration_at_most("spec.autoscale.window", auto.window, MAX_SCALE_WINDOW)?;
+        if auto.idle.0 < std::time::Duration::from_secs(1) {
+            return Err(FieldError::new(
+                "spec.autoscale.idle",
+                "idle must be at least 1s: shorter flaps between zero and one pod",
+            ));
+        }
         if auto.window.0 < std::time::Duration::from_secs(1) {
             return Err(FieldError::new(
                 "spec.autoscale.window",

@@ -16,6 +16,10 @@ pub type DeploymentKey = (String, String);
 /// reporting (it died, or lost the control plane) and its requests with it.
 pub const REPORT_FRESHNESS: Duration = Duration::from_secs(5);
 
+/// A node's last report is kept this long after it went stale, to tell a
+/// later report's new requests from old ones (an idle node reports every 10 s).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
 /// Deployments one report may name: a bound on what one node can make this
 /// member hold.
 pub const MAX_REPORTED_DEPLOYMENTS: usize = 10_000;
@@ -69,14 +73,12 @@ impl LoadBoard {
         let mut loads = HashMap::with_capacity(report.deployments.len());
         for load in report.deployments {
             let key = (load.namespace.clone(), load.deployment.clone());
-            let before = previous
-                .as_ref()
-                .and_then(|p| p.loads.get(&key))
-                .map(|l| l.requests);
-            if load.demand() > 0 || before.is_some_and(|b| b != load.requests) {
+            let before = previous.as_ref().and_then(|p| p.loads.get(&key));
+            if load.demand() > 0 || before.is_some_and(|b| b.requests != load.requests) {
                 inner.active.insert(key.clone(), now);
             }
-            activate |= load.waiting > 0;
+            // The first request to wait wakes the autoscaler; more of them do not.
+            activate |= load.waiting > 0 && before.is_none_or(|b| b.waiting == 0);
             loads.insert(key, load);
         }
         inner
@@ -88,14 +90,18 @@ impl LoadBoard {
         }
     }
 
-    /// Every deployment's load from the fresh reports; stale reports go.
+    /// Every deployment's load from the fresh reports.
     pub fn loads(&self, now: Instant) -> HashMap<DeploymentKey, Load> {
         let mut inner = self.lock();
         inner
             .nodes
-            .retain(|_, r| now.saturating_duration_since(r.at) <= REPORT_FRESHNESS);
+            .retain(|_, r| now.saturating_duration_since(r.at) <= FORGET_AFTER);
         let mut totals: HashMap<DeploymentKey, Load> = HashMap::new();
-        for report in inner.nodes.values() {
+        let fresh = inner
+            .nodes
+            .values()
+            .filter(|r| now.saturating_duration_since(r.at) <= REPORT_FRESHNESS);
+        for report in fresh {
             for (key, load) in &report.loads {
                 let total = totals.entry(key.clone()).or_default();
                 total.demand += load.demand();
@@ -118,9 +124,13 @@ impl LoadBoard {
         self.wake.notified().await
     }
 
-    /// Nodes with a report on the board.
-    pub fn nodes(&self) -> usize {
-        self.lock().nodes.len()
+    /// Nodes whose report is fresh at `now`.
+    pub fn nodes(&self, now: Instant) -> usize {
+        self.lock()
+            .nodes
+            .values()
+            .filter(|r| now.saturating_duration_since(r.at) <= REPORT_FRESHNESS)
+            .count()
     }
 }
 
@@ -158,7 +168,20 @@ mod tests {
         assert_eq!(board.loads(now)[&key].waiting, 1);
         let later = t0 + Duration::from_secs(6);
         assert_eq!(board.loads(later)[&key].demand, 2, "a's report is stale");
-        assert_eq!(board.nodes(), 1);
+        assert_eq!(board.nodes(later), 1);
+    }
+
+    #[test]
+    fn a_stale_report_still_tells_new_requests_from_old() {
+        let board = LoadBoard::default();
+        let t0 = Instant::now();
+        let key = ("default".to_string(), "f".to_string());
+        board.report_at("a", report(vec![load("f", 0, 0, 7)]), t0);
+        let t6 = t0 + Duration::from_secs(6);
+        assert_eq!(board.loads(t6).get(&key).and_then(|l| l.active_at), None);
+        let t7 = t0 + Duration::from_secs(7);
+        board.report_at("a", report(vec![load("f", 0, 0, 8)]), t7);
+        assert_eq!(board.loads(t7)[&key].active_at, Some(t7));
     }
 
     #[test]

@@ -12,14 +12,18 @@ use std::time::{Duration, Instant};
 /// A burst that needs this many times the ready pods is a panic.
 const PANIC_THRESHOLD: f64 = 2.0;
 
-/// One deployment's memory between passes.
+/// One deployment's memory between passes: demand samples folded into
+/// one-second buckets, so memory is bounded by the window in seconds (at most
+/// an hour, see validation) and extra samples from wake-ups do not weigh more
+/// than the second they fall in.
 pub struct Scaler {
-    /// Demand samples (requests in flight or waiting), oldest first.
-    samples: VecDeque<(Instant, u64)>,
+    /// (second since `since`, sum of samples, number of samples), oldest first.
+    buckets: VecDeque<(u64, u64, u32)>,
     /// Scale-down is off until then.
     panic_until: Option<Instant>,
-    /// Counted as the last activity when the board has seen none: a member
-    /// that just became leader does not scale anything down at once.
+    /// When this scaler started: a member that just became leader counts
+    /// this as the last activity, and does not scale below what runs until
+    /// it has seen a whole window.
     since: Instant,
 }
 
@@ -44,18 +48,6 @@ pub struct Decision {
     pub reason: String,
 }
 
-fn average(samples: &VecDeque<(Instant, u64)>, since: Instant) -> f64 {
-    let recent: Vec<u64> = samples
-        .iter()
-        .filter(|(at, _)| *at >= since)
-        .map(|(_, d)| *d)
-        .collect();
-    if recent.is_empty() {
-        return 0.0;
-    }
-    recent.iter().sum::<u64>() as f64 / recent.len() as f64
-}
-
 fn pods_for(demand: f64, concurrency: u32) -> u32 {
     (demand / f64::from(concurrency.max(1)))
         .ceil()
@@ -69,26 +61,48 @@ fn secs(d: Duration) -> String {
 impl Scaler {
     pub fn new(now: Instant) -> Scaler {
         Scaler {
-            samples: VecDeque::new(),
+            buckets: VecDeque::new(),
             panic_until: None,
             since: now,
         }
     }
 
+    /// The mean of the per-second means over the last `span`.
+    fn average(&self, second: u64, span: Duration) -> f64 {
+        let first = second.saturating_sub(span.as_secs().max(1) - 1);
+        let (total, seconds) = self
+            .buckets
+            .iter()
+            .filter(|(at, _, _)| *at >= first)
+            .fold((0.0, 0u32), |(total, n), (_, sum, count)| {
+                (total + *sum as f64 / f64::from((*count).max(1)), n + 1)
+            });
+        if seconds == 0 {
+            0.0
+        } else {
+            total / f64::from(seconds)
+        }
+    }
+
     pub fn observe(&mut self, spec: &Autoscale, seen: Observation) -> Decision {
         let now = seen.now;
+        let (min, max) = (spec.min.min(spec.max), spec.max);
         let window = spec.window.0;
         let panic_window = spec.panic_window.0.min(window);
-        self.samples.push_back((now, seen.demand));
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > window)
-        {
-            self.samples.pop_front();
+        let second = now.saturating_duration_since(self.since).as_secs();
+        match self.buckets.back_mut() {
+            Some((at, sum, count)) if *at == second => {
+                *sum = sum.saturating_add(seen.demand);
+                *count = count.saturating_add(1);
+            }
+            _ => self.buckets.push_back((second, seen.demand, 1)),
         }
-        let stable = average(&self.samples, now.checked_sub(window).unwrap_or(now));
-        let burst = average(&self.samples, now.checked_sub(panic_window).unwrap_or(now));
+        let oldest = second.saturating_sub(window.as_secs().max(1));
+        while self.buckets.front().is_some_and(|(at, _, _)| *at < oldest) {
+            self.buckets.pop_front();
+        }
+        let stable = self.average(second, window);
+        let burst = self.average(second, panic_window);
         let c = spec.concurrency;
         let want_stable = pods_for(stable, c);
         let want_burst = pods_for(burst, c);
@@ -101,33 +115,42 @@ impl Scaler {
         let bursting = f64::from(want_burst) >= PANIC_THRESHOLD * f64::from(seen.ready.max(1))
             && want_burst > seen.ready;
         if bursting {
-            self.panic_until = Some(now + window);
+            self.panic_until = Some(now.checked_add(window).unwrap_or(now));
         }
         let panicking = self.panic_until.is_some_and(|until| now < until);
+        let learning = now.saturating_duration_since(self.since) < window;
         let last_active = seen.active_at.unwrap_or(self.since).max(self.since);
         let idle_for = now.saturating_duration_since(last_active);
         let (desired, why) = if seen.demand == 0 && idle_for >= spec.idle.0 {
             self.panic_until = None;
-            (
-                spec.min,
-                format!("idle: no requests for {}", secs(spec.idle.0)),
-            )
+            (min, format!("idle: no requests for {}", secs(spec.idle.0)))
         } else if panicking {
             (
                 want_burst.max(seen.current),
                 format!("burst: {numbers}; no scale-down while it lasts"),
             )
+        } else if learning && want_stable < seen.current {
+            // Not a whole window seen yet (a new leader): no scale-down on half the story.
+            (
+                seen.current,
+                format!("{numbers}; holding until a whole window is seen"),
+            )
         } else {
             // Requests seen within `idle` keep one pod up even at `min = 0`.
             (want_stable.max(1), numbers)
         };
-        let desired = desired.clamp(spec.min, spec.max);
-        let reason = if desired == spec.max && desired < want_burst.max(want_stable) {
-            format!("{why}; held at max {}", spec.max)
+        let desired = desired.clamp(min, max);
+        let reason = if desired == max && desired < want_burst.max(want_stable) {
+            format!("{why}; held at max {max}")
         } else {
             why
         };
         Decision { desired, reason }
+    }
+
+    /// Seconds of samples held (bounded by the window).
+    pub fn held(&self) -> usize {
+        self.buckets.len()
     }
 }
 
@@ -229,12 +252,29 @@ mod tests {
     }
 
     #[test]
-    fn a_new_leader_waits_a_full_idle_before_scaling_down() {
+    fn a_new_leader_holds_what_runs_until_idle_or_a_whole_window() {
         let spec = spec(0, 4, 50);
         let mut run = Run::new();
         run.current = 3;
-        assert_eq!(run.at(&spec, 0.1, 0), 1);
-        assert_eq!(run.at(&spec, 2.5, 0), 0);
+        run.active_at = Some(run.start);
+        assert_eq!(
+            run.at(&spec, 0.1, 10),
+            3,
+            "demand for 1 pod, but half a story"
+        );
+        assert_eq!(run.at(&spec, 9.0, 10), 3);
+        assert_eq!(run.at(&spec, 10.5, 10), 1, "a whole window of 10 requests");
+        assert_eq!(run.at(&spec, 13.0, 0), 0, "then idle");
+    }
+
+    #[test]
+    fn memory_is_bounded_by_the_window_in_seconds() {
+        let spec = spec(0, 4, 50);
+        let mut run = Run::new();
+        for step in 0..100_000 {
+            run.at(&spec, f64::from(step) * 0.01, 5);
+        }
+        assert!(run.scaler.held() <= 11, "{}", run.scaler.held());
     }
 
     #[test]

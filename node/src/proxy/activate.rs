@@ -13,6 +13,10 @@ use std::time::Duration;
 
 /// Requests that may wait per Service on one node, unless the node says otherwise.
 pub const DEFAULT_QUEUE: u32 = 1000;
+/// Requests that may wait on one node across all Services.
+const NODE_QUEUE: u32 = 10_000;
+/// The key of the node-wide count among the per-Service ones (no route name has a space).
+pub(super) const ALL: &str = "all services";
 /// How long a held request may wait when the Service names no timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
@@ -43,6 +47,9 @@ impl Proxy {
         let Some(_queued) = self.queued.try_start(&route.name(), self.activation_queue) else {
             return Err(busy(&route, self.activation_queue));
         };
+        let Some(_held) = self.queued.try_start(ALL, NODE_QUEUE) else {
+            return Err(busy(&route, NODE_QUEUE));
+        };
         // Counted as waiting (and so reported at once) until this returns.
         let _waiting: Vec<_> = route
             .scalable
@@ -50,7 +57,8 @@ impl Proxy {
             .map(|t| self.meter.waiting(&route.namespace, &t.deployment))
             .collect();
         let wait = route.activation_timeout().unwrap_or(DEFAULT_WAIT);
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(wait).unwrap_or(now);
         let mut changed = self.routes_changed.subscribe();
         let mut ready_here = self.pods.readiness();
         loop {

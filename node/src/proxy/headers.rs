@@ -8,7 +8,7 @@ use rand::Rng;
 use std::net::SocketAddr;
 
 pub const REQUEST_ID: &str = "x-request-id";
-const FORWARDED_FOR: &str = "x-forwarded-for";
+pub const FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED_HOST: &str = "x-forwarded-host";
 const FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// A client's request id longer than this is replaced, not passed on.
@@ -44,11 +44,11 @@ pub fn on_ingress(headers: &mut HeaderMap, peer: Option<SocketAddr>, host: &str)
             headers.insert(FORWARDED_FOR, value);
         }
     }
-    if !headers.contains_key(FORWARDED_HOST) {
-        if let Ok(value) = HeaderValue::from_str(host) {
-            if !host.is_empty() {
-                headers.insert(FORWARDED_HOST, value);
-            }
+    // The host this proxy routed by: a client's own claim is not passed on.
+    headers.remove(FORWARDED_HOST);
+    if let Ok(value) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert(FORWARDED_HOST, value);
         }
     }
     headers.insert(FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -64,6 +64,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc"));
         headers.insert(FORWARDED_FOR, HeaderValue::from_static("10.0.0.9"));
+        headers.insert(FORWARDED_HOST, HeaderValue::from_static("evil.example"));
         let id = on_ingress(
             &mut headers,
             Some("192.0.2.1:5000".parse().unwrap()),

@@ -160,6 +160,9 @@ const IDLE_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// How often the reporter looks for a surge.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// The least time between two reports: a stream of waiting requests makes
+/// at most twenty a second.
+const MIN_GAP: Duration = Duration::from_millis(50);
 
 /// Whether some deployment's demand has at least doubled (by 4 or more)
 /// since `sent`: a burst the autoscaler should hear of before the next second.
@@ -203,6 +206,13 @@ pub async fn report_forever(meter: Arc<LoadMeter>, client: reef_api::Client, nod
         if !due {
             continue;
         }
+        let report = match &last {
+            Some((_, at)) if at.elapsed() < MIN_GAP => {
+                tokio::time::sleep_until(*at + MIN_GAP).await;
+                meter.report()
+            }
+            _ => report,
+        };
         match client.report_load(&node, &report).await {
             Ok(()) => last = Some((report, tokio::time::Instant::now())),
             Err(e) => tracing::debug!("load report not taken: {e}"),

@@ -181,6 +181,9 @@ impl Proxy {
     /// Swaps in a new route table whole.
     pub fn set_routes(&self, table: RouteTable) {
         self.outstanding.retain(&table.all_pods());
+        let mut names = table.names();
+        names.insert(activate::ALL.to_string());
+        self.queued.retain(&names);
         self.meter.retain(&table.scalable());
         *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
         self.routes_changed.send_replace(());

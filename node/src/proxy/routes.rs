@@ -168,6 +168,11 @@ impl RouteTable {
             .collect()
     }
 
+    /// `namespace/service` of every route.
+    pub fn names(&self) -> std::collections::HashSet<String> {
+        self.routes.iter().map(|r| r.name()).collect()
+    }
+
     /// Pod keys of every endpoint in the table.
     pub fn all_pods(&self) -> std::collections::HashSet<String> {
         self.routes

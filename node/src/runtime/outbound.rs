@@ -169,11 +169,10 @@ impl WasiHttpHooks for OutboundHooks {
         options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), HttpError>> + Send>,
     ) -> ResponseFuture {
-        let listed = self.policy.allows(request.uri());
         if let (Some(access), Some(authority)) = (&self.services, request.uri().authority()) {
             let host = normalise_host(authority.host());
             let path = request.uri().path().to_string();
-            match access.verdict(&host, &path, listed) {
+            match access.verdict(&host, &path) {
                 Verdict::Inside(target) => {
                     let router = access.router.clone();
                     return Box::new(async move {
@@ -190,7 +189,7 @@ impl WasiHttpHooks for OutboundHooks {
                 Verdict::Outside => {}
             }
         }
-        if !listed {
+        if !self.policy.allows(request.uri()) {
             tracing::debug!(uri = %request.uri(), "outbound request denied by the pod's outbound list");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }

@@ -6,9 +6,11 @@
 //! Which calls stay inside:
 //! - `NAME.NAMESPACE.svc`: a Service of the pod's own namespace by name, no
 //!   `outbound` entry needed; another namespace's this way is refused;
-//! - a Service's public host: the pod's own namespace's freely, another's
-//!   only if the pod's `outbound` list names that host (as it would have to
-//!   for the request to go out and come back in).
+//! - a Service's host, for the pod's own namespace's Services.
+//!
+//! Another namespace's Service is reached only as any client reaches it: out
+//! through the pod's `outbound` list and the network, never routed inside by
+//! its host (a tenant could claim `api.example.com` and capture others' calls).
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -60,9 +62,8 @@ pub(crate) enum Verdict {
 }
 
 impl ServiceAccess {
-    /// Where a request to `host` (lower case, no port) and `path` goes;
-    /// `listed` says whether the pod's `outbound` list names it.
-    pub(crate) fn verdict(&self, host: &str, path: &str, listed: bool) -> Verdict {
+    /// Where a request to `host` (lower case, no port) and `path` goes.
+    pub(crate) fn verdict(&self, host: &str, path: &str) -> Verdict {
         if let Some(name) = host.strip_suffix(".svc") {
             return match name.split_once('.') {
                 Some((service, namespace)) if namespace == self.namespace => {
@@ -75,7 +76,7 @@ impl ServiceAccess {
             };
         }
         match self.router.namespace_of(host, path) {
-            Some(namespace) if namespace == self.namespace || listed => {
+            Some(namespace) if namespace == self.namespace => {
                 Verdict::Inside(ServiceTarget::Host(host.to_string()))
             }
             _ => Verdict::Outside,
@@ -102,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn own_services_by_name_or_host_others_only_by_a_listed_host() {
+    fn own_services_by_name_or_host_others_never_inside() {
         let access = ServiceAccess {
             namespace: "a".into(),
             router: Arc::new(Hosts),
@@ -113,26 +114,14 @@ mod tests {
                 service: service.into(),
             })
         };
-        assert_eq!(access.verdict("f.a.svc", "/", false), named("f"));
-        assert_eq!(access.verdict("f.b.svc", "/", true), Verdict::Refused);
-        assert_eq!(access.verdict("svc", "/", false), Verdict::Outside);
-        assert_eq!(access.verdict("x.svc", "/", false), Verdict::Refused);
+        assert_eq!(access.verdict("f.a.svc", "/"), named("f"));
+        assert_eq!(access.verdict("f.b.svc", "/"), Verdict::Refused);
+        assert_eq!(access.verdict("svc", "/"), Verdict::Outside);
+        assert_eq!(access.verdict("x.svc", "/"), Verdict::Refused);
         let host = |h: &str| Verdict::Inside(ServiceTarget::Host(h.into()));
-        assert_eq!(
-            access.verdict("mine.example", "/", false),
-            host("mine.example")
-        );
-        assert_eq!(
-            access.verdict("theirs.example", "/", false),
-            Verdict::Outside
-        );
-        assert_eq!(
-            access.verdict("theirs.example", "/", true),
-            host("theirs.example")
-        );
-        assert_eq!(
-            access.verdict("elsewhere.example", "/", true),
-            Verdict::Outside
-        );
+        assert_eq!(access.verdict("mine.example", "/"), host("mine.example"));
+        assert_eq!(access.verdict("theirs.example", "/"), Verdict::Outside);
+        // Another tenant's host goes out like any egress: a claim captures nothing.
+        assert_eq!(access.verdict("elsewhere.example", "/"), Verdict::Outside);
     }
 }
