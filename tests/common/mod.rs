@@ -365,4 +365,5 @@ pub fn path_str(p: &Path) -> &str {
 }
 pub mod control_plane;
 pub mod docker;
+pub mod functions;
 pub mod tenants;
