@@ -197,6 +197,7 @@ pub async fn up(args: UpArgs) -> CliResult {
         serve: args.serve.config("api"),
         snapshot_every: Some(args.control_plane.snapshot_every),
         keep_logs: Some(args.control_plane.keep_logs),
+        raft_timers: args.control_plane.raft_timers(),
         controllers: args.control_plane.controllers(),
         tls: args.tls,
     })
@@ -328,6 +329,7 @@ pub async fn control_plane(args: ControlPlaneArgs) -> CliResult {
         serve: args.serve.config("api"),
         snapshot_every: Some(args.tuning.snapshot_every),
         keep_logs: Some(args.tuning.keep_logs),
+        raft_timers: args.tuning.raft_timers(),
         controllers: args.tuning.controllers(),
         tls: args.tls,
     })

@@ -111,12 +111,26 @@ pub struct ControlPlaneTuning {
     /// Watch streams one token may hold open at once.
     #[arg(long, env = "REEF_MAX_WATCHES_PER_TOKEN", default_value_t = 100)]
     pub(crate) max_watches_per_token: usize,
+    /// Raft election timeout: a follower that hears no leader for about 2.5x
+    /// this campaigns, so a dead leader is replaced that fast (docs/operations.md).
+    #[arg(long, env = "REEF_ELECTION_TIMEOUT", default_value = "120ms")]
+    pub(crate) election_timeout: reef_api::quantity::Timeout,
+    /// Raft leader heartbeat; must be well below the election timeout.
+    #[arg(long, env = "REEF_RAFT_HEARTBEAT", default_value = "40ms")]
+    pub(crate) raft_heartbeat: reef_api::quantity::Timeout,
 }
 
 impl ControlPlaneTuning {
     pub(crate) fn controllers(&self) -> reef_control_plane::controllers::ControllerConfig {
         reef_control_plane::controllers::ControllerConfig {
             node_grace: self.node_grace.0,
+        }
+    }
+
+    pub(crate) fn raft_timers(&self) -> reef_control_plane::member::RaftTimers {
+        reef_control_plane::member::RaftTimers {
+            heartbeat: self.raft_heartbeat.0,
+            election: self.election_timeout.0,
         }
     }
 

@@ -15,7 +15,9 @@
 //! `--reef` defaults to the release binary in `$CARGO_TARGET_DIR` (or `target/`).
 
 mod cluster;
+mod etcd;
 mod hyper_hello;
+mod load;
 mod node;
 mod proc;
 mod replicated;

@@ -3,6 +3,8 @@
 //! driven by the same closed-loop clients spread over all members. Also leader
 //! failover time: kill -9 → first acknowledged write.
 
+use crate::etcd::EtcdCluster;
+use crate::load::{load, load_work, Target, Work};
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -241,265 +243,74 @@ pub(crate) async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Res
     Ok(())
 }
 
-pub struct EtcdCluster {
-    _home: tempfile::TempDir,
-    _processes: Processes,
-    pub urls: Vec<String>,
-}
-
-impl EtcdCluster {
-    pub async fn start(members: usize) -> anyhow::Result<EtcdCluster> {
-        let home = tempfile::tempdir()?;
-        let mut clients = Vec::new();
-        let mut peers = Vec::new();
-        for _ in 0..members {
-            clients.push(format!("http://127.0.0.1:{}", free_port()?));
-            peers.push(format!("http://127.0.0.1:{}", free_port()?));
-        }
-        let initial: Vec<String> = peers
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("e{}={p}", i + 1))
-            .collect();
-        let mut processes = Processes(Vec::new());
-        for i in 0..members {
-            let child = Command::new("etcd")
-                .args(["--name", &format!("e{}", i + 1)])
-                .arg("--data-dir")
-                .arg(home.path().join(format!("e{}", i + 1)))
-                .args([
-                    "--listen-client-urls",
-                    &clients[i],
-                    "--advertise-client-urls",
-                    &clients[i],
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peers[i],
-                    "--initial-advertise-peer-urls",
-                    &peers[i],
-                ])
-                .args([
-                    "--initial-cluster",
-                    &initial.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                ])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting etcd (apt-get install etcd-server)")?;
-            processes.0.push(Some(child));
-        }
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for url in &clients {
-            loop {
-                let ok = http
-                    .get(format!("{url}/health"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("etcd at {url} did not become healthy");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        Ok(EtcdCluster {
-            _home: home,
-            _processes: processes,
-            urls: clients,
-        })
-    }
-}
-
-/// One write of a ~256-byte value, as each system takes it.
-#[derive(Clone)]
-pub enum Target {
-    /// PUT of a Service object with a 256-byte path through the reef API
-    /// (trusting `ca` for HTTPS members).
-    Reef {
-        urls: Vec<String>,
-        token: String,
-        ca: Option<String>,
-    },
-    /// PUT through etcd's v3 HTTP/JSON gateway.
-    Etcd { urls: Vec<String> },
-}
-
-const VALUE: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn base64(bytes: &[u8]) -> String {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-impl Target {
-    async fn write(&self, http: &reqwest::Client, client: usize, seq: u64) -> bool {
-        match self {
-            Target::Reef { urls, token, .. } => {
-                let name = format!("w{client}-{seq}");
-                // The ~256-byte payload rides in the path prefix (label values
-                // are limited to 63 characters).
-                let body = serde_json::json!({
-                    "kind": "Service",
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"selector": {"app": "bench"}, "path": format!("/{VALUE}")},
-                });
-                let url = format!(
-                    "{}/api/v1/namespaces/default/services/{name}",
-                    urls[client % urls.len()]
-                );
-                http.put(url)
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-            Target::Etcd { urls } => {
-                let body = serde_json::json!({
-                    "key": base64(format!("/bench/w{client}-{seq}").as_bytes()),
-                    "value": base64(VALUE.as_bytes()),
-                });
-                let url = format!("{}/v3/kv/put", urls[client % urls.len()]);
-                http.post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        }
-    }
-}
-
-pub struct LoadResult {
-    pub writes_per_sec: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub errors: u64,
-}
-
-/// `clients` closed-loop writers for `duration`, spread over the target's members.
-pub async fn load(target: &Target, clients: usize, duration: Duration) -> LoadResult {
-    let http = match target {
-        Target::Reef { ca, .. } => http_client(ca.as_deref()),
-        Target::Etcd { .. } => http_client(None),
-    };
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|c| {
-            let (target, http) = (target.clone(), http.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
-                let mut seq = 0u64;
-                while start.elapsed() < duration {
-                    let t = Instant::now();
-                    if target.write(&http, c, seq).await {
-                        latencies.push(t.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                    seq += 1;
-                }
-                (latencies, errors)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            latencies.extend(l);
-            errors += e;
-        }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    LoadResult {
-        writes_per_sec: latencies.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        errors,
-    }
-}
-
-/// `leader_only`: send every reef write to the leader, to separate the cost of
-/// forwarding from followers from the cost of the write itself.
+/// Writes at 1–256 clients, spread over the members and all on each
+/// system's leader, then linearizable reads, reef beside etcd in one run.
+/// `leader_only`: only the leader-only table.
 pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Result<()> {
     let reef_cluster = ReefCluster::start(reef, 3).await?;
     let etcd = EtcdCluster::start(3).await?;
-    let reef_urls = if leader_only {
-        let http = reqwest::Client::new();
-        let leader = reef_cluster
-            .leader(&http, 0)
-            .await
-            .context("no reef leader")?;
-        vec![reef_cluster.urls[leader].clone()]
-    } else {
-        reef_cluster.urls.clone()
-    };
-    let reef_target = Target::Reef {
-        urls: reef_urls,
+    let http = reqwest::Client::new();
+    let reef_leader = reef_cluster
+        .leader(&http, 0)
+        .await
+        .context("no reef leader")?;
+    let etcd_leader = etcd.leader(&http).await?;
+    let reef_target = |urls: Vec<String>| Target::Reef {
+        urls,
         token: reef_cluster.token.clone(),
         ca: None,
     };
-    let etcd_target = Target::Etcd {
-        urls: etcd.urls.clone(),
-    };
+    let spread = (
+        reef_target(reef_cluster.urls.clone()),
+        Target::Etcd {
+            urls: etcd.urls.clone(),
+        },
+    );
+    let on_leader = (
+        reef_target(vec![reef_cluster.urls[reef_leader].clone()]),
+        Target::Etcd {
+            urls: vec![etcd.urls[etcd_leader].clone()],
+        },
+    );
     // Warm both up.
-    load(&reef_target, 4, Duration::from_secs(2)).await;
-    load(&etcd_target, 4, Duration::from_secs(2)).await;
-    let spread = if leader_only {
-        "reef clients all on its leader, etcd clients spread"
-    } else {
-        "clients spread over all members"
-    };
-    println!("3 members each on loopback; ~256-byte values; {spread}; {seconds} s per cell");
+    load(&spread.0, 4, Duration::from_secs(2)).await;
+    load(&spread.1, 4, Duration::from_secs(2)).await;
+    println!("3 members each on loopback; ~256-byte values; {seconds} s per cell");
     println!();
-    println!("| clients | system | writes/s | p50 (ms) | p99 (ms) | errors | reef/etcd writes/s |");
-    println!("|---|---|---|---|---|---|---|");
-    for clients in [1usize, 16, 64] {
-        let e = load(&etcd_target, clients, Duration::from_secs(seconds)).await;
-        let r = load(&reef_target, clients, Duration::from_secs(seconds)).await;
+    println!("| work | clients | clients on | system | ops/s | p50 (ms) | p99 (ms) | errors | reef/etcd ops/s | reef/etcd p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut cells: Vec<(Work, usize, &str, &(Target, Target))> = Vec::new();
+    for clients in [1usize, 16, 64, 256] {
+        if !leader_only {
+            cells.push((Work::Writes, clients, "all members", &spread));
+        }
+        cells.push((Work::Writes, clients, "the leader", &on_leader));
+    }
+    spread.0.prepare_reads(&http).await?;
+    spread.1.prepare_reads(&http).await?;
+    for clients in [1usize, 64] {
+        cells.push((Work::Reads, clients, "all members", &spread));
+    }
+    for (work, clients, on, (reef_t, etcd_t)) in cells {
+        let duration = Duration::from_secs(seconds);
+        let e = load_work(etcd_t, work, clients, duration).await;
+        let r = load_work(reef_t, work, clients, duration).await;
+        let what = match work {
+            Work::Writes => "writes",
+            Work::Reads => "linearizable reads",
+        };
         println!(
-            "| {clients} | etcd 3.4 | {:.0} | {:.2} | {:.2} | {} | |",
+            "| {what} | {clients} | {on} | etcd 3.4 | {:.0} | {:.2} | {:.2} | {} | | |",
             e.writes_per_sec, e.p50_ms, e.p99_ms, e.errors
         );
         println!(
-            "| {clients} | reef | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
+            "| {what} | {clients} | {on} | reef | {:.0} | {:.2} | {:.2} | {} | {:.2} | {:.2} |",
             r.writes_per_sec,
             r.p50_ms,
             r.p99_ms,
             r.errors,
-            r.writes_per_sec / e.writes_per_sec.max(1.0)
+            r.writes_per_sec / e.writes_per_sec.max(1.0),
+            r.p99_ms / e.p99_ms.max(0.001)
         );
     }
     Ok(())
@@ -571,6 +382,8 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
     let median = (times[(times.len() - 1) / 2] + times[times.len() / 2]) / 2.0;
     let max = times.last().copied().unwrap_or(0.0);
     println!();
-    println!("median {median:.0} ms, max {max:.0} ms over {runs} runs (election timeout 1–2 s, heartbeat 250 ms)");
+    println!(
+        "median {median:.0} ms, max {max:.0} ms over {runs} runs (reef's default Raft timers)"
+    );
     Ok(())
 }

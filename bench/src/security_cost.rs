@@ -5,7 +5,8 @@
 //! once with `--tls` (gate + authorizer + HTTPS between clients and members
 //! and between members).
 
-use crate::replicated::{load, ClusterOptions, ReefCluster, Target};
+use crate::load::{load, Target};
+use crate::replicated::{ClusterOptions, ReefCluster};
 use std::path::Path;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ async fn measure(
     options: ClusterOptions,
     seconds: u64,
     clients: &[usize],
-) -> anyhow::Result<Vec<crate::replicated::LoadResult>> {
+) -> anyhow::Result<Vec<crate::load::LoadResult>> {
     let cluster = ReefCluster::start_with(reef, 3, options).await?;
     let target = Target::Reef {
         urls: cluster.urls.clone(),

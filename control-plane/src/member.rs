@@ -52,9 +52,27 @@ pub struct MemberConfig {
     pub snapshot_every: Option<u64>,
     /// Log entries kept behind a snapshot for followers that lag a little.
     pub keep_logs: Option<u64>,
+    pub raft_timers: RaftTimers,
     pub controllers: crate::controllers::ControllerConfig,
     /// Serve HTTPS even on loopback (beyond loopback a member always does).
     pub tls: bool,
+}
+
+/// Raft's timers (see [`StoreConfig::heartbeat`] and
+/// [`StoreConfig::election_min`]); the election maximum is 4/3 of the minimum.
+#[derive(Clone, Copy, Debug)]
+pub struct RaftTimers {
+    pub heartbeat: std::time::Duration,
+    pub election: std::time::Duration,
+}
+
+impl Default for RaftTimers {
+    fn default() -> Self {
+        RaftTimers {
+            heartbeat: crate::store::DEFAULT_HEARTBEAT,
+            election: crate::store::DEFAULT_ELECTION_MIN,
+        }
+    }
 }
 
 pub struct Member {
@@ -230,6 +248,9 @@ impl Member {
         if let Some(keep) = config.keep_logs {
             store_config.keep_logs = keep;
         }
+        store_config.heartbeat = config.raft_timers.heartbeat;
+        store_config.election_min = config.raft_timers.election;
+        store_config.election_max = config.raft_timers.election * 4 / 3;
         let store = Store::open(store_config)
             .await
             .context("opening the store")?;

@@ -216,7 +216,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let gauges = [
         (
             "reef_store_revision",
-            "last applied Raft index",
+            "the store's revision (one per applied write)",
             store.revision(),
         ),
         (

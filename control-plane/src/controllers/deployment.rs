@@ -139,7 +139,7 @@ pub fn plan(
 /// Pods created in one transaction at most, and the bytes they may take: a
 /// Raft entry must cross to followers within a heartbeat.
 const MAX_CREATES: usize = 500;
-const CREATE_BYTES: usize = 4 << 20;
+const CREATE_BYTES: usize = crate::store::MAX_TXN_BYTES / 2;
 
 /// How many new pods of `deployment` fit in one transaction.
 fn creates_per_batch(deployment: &Deployment) -> u32 {

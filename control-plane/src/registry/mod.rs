@@ -54,6 +54,10 @@ pub enum BatchWrite {
 /// Namespace `default` always exists; others exist as Tenants.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
+/// How long a member waits to apply a revision the leader has already
+/// committed before it gives up on a write.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Label that ties a deployment's pods to the template they were made from.
 pub const TEMPLATE_HASH_LABEL: &str = "reef.dev/template-hash";
 
@@ -258,33 +262,66 @@ impl Registry {
 
     /// Creates or replaces an object's metadata and spec.
     pub async fn put(&self, incoming: &RawObject, precondition: Precondition) -> Result<RawObject> {
-        self.catch_up().await?;
+        let mut fresh = self.store.is_leader();
         loop {
-            let (next, check, current) = self.prepare_spec(incoming, precondition)?;
-            let effects = self.review(
-                &[(
-                    0,
-                    Pending {
-                        next: Some(&next),
-                        current: current.as_ref(),
-                    },
-                )],
-                false,
-            )?;
-            if let Some(stored) = self.write_checked(check, next, effects).await? {
-                return Ok(stored);
-            }
-            if precondition != Precondition::None {
-                return Err(concurrent(incoming.kind, &incoming.metadata.name));
+            let prepared =
+                self.prepare_spec(incoming, precondition)
+                    .and_then(|(next, check, current)| {
+                        let pending = Pending {
+                            next: Some(&next),
+                            current: current.as_ref(),
+                        };
+                        let effects = self.review(&[(0, pending)], false)?;
+                        Ok((next, check, effects))
+                    });
+            let Some((next, check, effects)) = self.judged(&mut fresh, prepared).await? else {
+                continue;
+            };
+            match self.write_checked(check, next, effects).await? {
+                Ok(stored) => return Ok(stored),
+                Err(at) => {
+                    if self.raced(&mut fresh, at).await? && precondition != Precondition::None {
+                        return Err(concurrent(incoming.kind, &incoming.metadata.name));
+                    }
+                }
             }
         }
     }
 
-    /// A follower may lag the leader; before it reads the state a write is based on,
-    /// it catches up to the leader's commit index, so a client that sends a
-    /// resource_version it just read elsewhere is not refused as stale. (The
-    /// leader has applied every write it acknowledged; compare-and-swap covers
-    /// the rest.)
+    /// Writes are judged on this member's state without asking the leader
+    /// first. A follower may lag, so a refusal judged on its state (a stale
+    /// `resource_version`, "already exists", a quota) stands only once it has
+    /// caught up to the leader (read barrier); until then the caller tries
+    /// again (`None`). The leader has applied every write it acknowledged and
+    /// compare-and-swap covers the rest, so most writes cost no extra round trip.
+    async fn judged<T>(&self, fresh: &mut bool, judged: Result<T>) -> Result<Option<T>> {
+        match judged {
+            Ok(value) => Ok(Some(value)),
+            Err(e) if *fresh => Err(e),
+            Err(_) => {
+                self.store.read_barrier().await.map_err(read_error)?;
+                *fresh = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// After a compare-and-swap failed at the leader's revision `at`: waits
+    /// until this member has applied `at` (no round trip: it is on its way).
+    /// True if the state the write was judged on was already fresh, so the
+    /// conflict is a real concurrent write.
+    async fn raced(&self, fresh: &mut bool, at: Revision) -> Result<bool> {
+        let was_fresh = *fresh;
+        self.store
+            .wait_for_revision(at, CATCH_UP)
+            .await
+            .map_err(read_error)?;
+        *fresh = true;
+        Ok(was_fresh)
+    }
+
+    /// A follower may lag the leader; before it reads the state a batch is
+    /// based on, it catches up to the leader's commit index.
     async fn catch_up(&self) -> Result<()> {
         if !self.store.is_leader() {
             self.store.read_barrier().await.map_err(read_error)?;
@@ -292,13 +329,14 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes one object if `check` holds; `None` if it did not (a concurrent write).
+    /// Writes one object if `check` holds; if it did not (a concurrent
+    /// write), the leader's revision at which it failed.
     async fn write_checked(
         &self,
         check: Check,
         mut next: RawObject,
         effects: admission::Effects,
-    ) -> Result<Option<RawObject>> {
+    ) -> Result<std::result::Result<RawObject, Revision>> {
         let k = key(
             next.kind,
             next.metadata.namespace.as_deref(),
@@ -315,10 +353,10 @@ impl Registry {
         txn.ops.extend(effects.ops);
         let outcome = self.store.txn(txn).await?;
         if !outcome.succeeded {
-            return Ok(None);
+            return Ok(Err(outcome.revision));
         }
         next.metadata.resource_version = outcome.revision;
-        Ok(Some(next))
+        Ok(Ok(next))
     }
 
     /// Replaces the status of an object; `revision` makes it compare-and-swap.
@@ -331,28 +369,35 @@ impl Registry {
         revision: Option<Revision>,
     ) -> Result<RawObject> {
         validate::validate_status(kind, &status).map_err(RegistryError::Invalid)?;
-        self.catch_up().await?;
+        let mut fresh = self.store.is_leader();
         loop {
-            let current = self.get(kind, namespace, name)?;
-            if let Some(rv) = revision {
-                if rv != current.metadata.resource_version {
-                    return Err(stale(kind, name, rv, current.metadata.resource_version));
-                }
-            }
+            let current = self
+                .get(kind, namespace, name)
+                .and_then(|current| match revision {
+                    Some(rv) if rv != current.metadata.resource_version => {
+                        Err(stale(kind, name, rv, current.metadata.resource_version))
+                    }
+                    _ => Ok(current),
+                });
+            let Some(current) = self.judged(&mut fresh, current).await? else {
+                continue;
+            };
             let check = Check::ModRevision {
                 key: key(kind, namespace, name),
                 revision: current.metadata.resource_version,
             };
             let mut next = current;
             next.status = status.clone();
-            if let Some(stored) = self
+            match self
                 .write_checked(check, next, admission::Effects::default())
                 .await?
             {
-                return Ok(stored);
-            }
-            if revision.is_some() {
-                return Err(concurrent(kind, name));
+                Ok(stored) => return Ok(stored),
+                Err(at) => {
+                    if self.raced(&mut fresh, at).await? && revision.is_some() {
+                        return Err(concurrent(kind, name));
+                    }
+                }
             }
         }
     }

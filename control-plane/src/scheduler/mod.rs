@@ -19,7 +19,7 @@ use std::time::Duration;
 /// keep entries well under a megabyte; and a cap on an entry's bytes, for
 /// pods with big specs (env and args may hold 256 KiB).
 const BIND_BATCH: usize = 500;
-const BIND_BYTES: usize = 2 << 20;
+const BIND_BYTES: usize = crate::store::MAX_TXN_BYTES / 2;
 
 /// How many of `binds` go in the next entry.
 fn next_batch(binds: &[(BatchWrite, Option<BatchWrite>)]) -> usize {

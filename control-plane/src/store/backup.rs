@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
 use super::error::StoreError;
-use super::kv::{StoredValue, KEY_APPLIED, KEY_MEMBERSHIP};
+use super::kv::{StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
 use super::log_store;
 use super::snapshot::{self, RecordIn, SnapshotDir, StreamReader};
 use super::types::{BackupInfo, Node, NodeId, SnapshotMeta, StoredMembership, Vote};
@@ -53,14 +53,14 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(
         w.write_all(MAGIC)?;
         let snap = db.raw().snapshot();
         let meta = snapshot::meta_at(&db, &snap)?;
-        let Some(last) = meta.last_log_id else {
+        if meta.last_log_id.is_none() {
             return Err(StoreError::Refused(
                 "this member has applied nothing yet: nothing to back up".into(),
             ));
-        };
-        snapshot::write_stream(&db, &snap, &meta, &mut w)?;
+        }
+        let revision = snapshot::write_stream(&db, &snap, &meta, &mut w)?;
         w.flush()?;
-        Ok(last.index)
+        Ok(revision)
     });
 
     let mut hasher = Sha256::new();
@@ -194,7 +194,8 @@ pub(crate) fn restore(
         .last_log_id
         .ok_or_else(|| StoreError::corrupt("the backup has no applied log id"))?;
 
-    let built = build(data_dir, stream, last, id, advertise);
+    let revision = header.revision();
+    let built = build(data_dir, stream, last, revision, id, advertise);
     if let Err(e) = built {
         // Leave the directory as we found it.
         let cleanup = if existed {
@@ -211,7 +212,7 @@ pub(crate) fn restore(
         return Err(e);
     }
     Ok(BackupInfo {
-        revision: last.index,
+        revision,
         bytes,
         checksum,
     })
@@ -229,6 +230,7 @@ fn build<R: Read>(
     data_dir: &Path,
     mut stream: StreamReader<R>,
     last: super::types::LogId,
+    revision: super::types::Revision,
     id: NodeId,
     advertise: &str,
 ) -> Result<(), StoreError> {
@@ -262,7 +264,7 @@ fn build<R: Read>(
     // need one, since the log before `last` is gone.
     let tmp = snapshots.tmp_path("restore");
     let mut snap = BufWriter::new(File::create(&tmp)?);
-    snapshot::write_header(&mut snap, &meta)?;
+    snapshot::write_header(&mut snap, &meta, revision)?;
     let (kv, blobs) = (db.cf(CF_KV)?, db.cf(CF_BLOBS)?);
     let mut batch = WriteBatch::default();
     while let Some(record) = stream.next_record()? {
@@ -292,6 +294,7 @@ fn build<R: Read>(
     let sm = db.cf(CF_SM)?;
     batch.put_cf(sm, KEY_APPLIED, db::encode(&Some(last))?);
     batch.put_cf(sm, KEY_MEMBERSHIP, db::encode(&membership)?);
+    batch.put_cf(sm, KEY_REVISION, db::encode(&revision)?);
     // A vote in the backup's term, not yet granted to anyone who leads: the
     // member elects itself (term + 1) as the only voter when it starts.
     let vote = Vote::new(last.leader_id.term, id);

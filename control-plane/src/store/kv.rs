@@ -31,6 +31,31 @@ impl StoredValue {
 pub(crate) const KEY_APPLIED: &[u8] = b"last_applied";
 /// Key of the last applied membership in `CF_SM`.
 pub(crate) const KEY_MEMBERSHIP: &[u8] = b"last_membership";
+/// Key of the store's current revision in `CF_SM`, written with every apply.
+pub(crate) const KEY_REVISION: &[u8] = b"revision";
+
+/// The current revision as stored in `CF_SM`, read through `get` (the live
+/// database or one RocksDB snapshot of it). A data dir written before
+/// revisions were counted apart from the log has none: its revision is its
+/// last applied log index, as it was then.
+pub(crate) fn stored_revision(
+    get: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+) -> Result<Revision, StoreError> {
+    if let Some(bytes) = get(KEY_REVISION)? {
+        return db::decode(&bytes);
+    }
+    let applied: Option<LogId> = match get(KEY_APPLIED)? {
+        Some(bytes) => db::decode(&bytes)?,
+        None => None,
+    };
+    Ok(applied.map_or(0, |l| l.index))
+}
+
+/// The current revision of the live database.
+pub(crate) fn current_revision(db: &Db) -> Result<Revision, StoreError> {
+    let sm = db.cf(CF_SM)?;
+    stored_revision(|key| db.raw().get_cf(sm, key))
+}
 
 pub(crate) fn get(db: &Db, key: &str) -> Result<Option<KeyValue>, StoreError> {
     let stored: Option<StoredValue> = db.get_decoded(CF_KV, key.as_bytes())?;
@@ -41,10 +66,8 @@ pub(crate) fn get(db: &Db, key: &str) -> Result<Option<KeyValue>, StoreError> {
 /// from one RocksDB snapshot, so the pair is consistent.
 pub(crate) fn range(db: &Db, prefix: &str) -> Result<(Vec<KeyValue>, Revision), StoreError> {
     let snap = db.raw().snapshot();
-    let applied: Option<LogId> = match snap.get_cf(db.cf(CF_SM)?, KEY_APPLIED)? {
-        Some(bytes) => db::decode(&bytes)?,
-        None => None,
-    };
+    let sm = db.cf(CF_SM)?;
+    let revision = stored_revision(|key| snap.get_cf(sm, key))?;
     let mut opts = ReadOptions::default();
     opts.set_snapshot(&snap);
     let iter = db.raw().iterator_cf_opt(
@@ -62,7 +85,7 @@ pub(crate) fn range(db: &Db, prefix: &str) -> Result<(Vec<KeyValue>, Revision), 
         let stored: StoredValue = db::decode(&value)?;
         out.push(stored.into_kv(key));
     }
-    Ok((out, applied.map_or(0, |l| l.index)))
+    Ok((out, revision))
 }
 
 /// Iterates `(offset, data)` of one blob's chunks in offset order.

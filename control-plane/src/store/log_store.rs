@@ -78,13 +78,15 @@ impl LogStore {
         self.db.write(batch, sync)
     }
 
-    fn append_sync(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
+    /// Writes the entries without waiting for the disk: readable at once,
+    /// durable once the WAL is synced.
+    fn append_unsynced(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
         let cf = self.db.cf(CF_LOGS)?;
         let mut batch = WriteBatch::default();
         for entry in entries {
             batch.put_cf(cf, db::index_key(entry.log_id.index), db::encode(&entry)?);
         }
-        self.db.write(batch, true)
+        self.db.write(batch, false)
     }
 
     /// Deletes `[from, to)` from the log, optionally recording the purge point
@@ -205,17 +207,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Synced inline, so the entries are durable before the callback says so.
-        match self.append_sync(entries) {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(StorageIOError::write_logs(&e).into())
-            }
+        // Written now (openraft may read them at once), then the WAL is synced
+        // on a blocking thread and only then does the callback say they are
+        // durable: the fsync never holds an async worker, where heartbeats and
+        // requests run.
+        if let Err(e) = self.append_unsynced(entries) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(StorageIOError::write_logs(&e).into());
         }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let synced = db
+                .raw()
+                .flush_wal(true)
+                .map_err(|e| std::io::Error::other(e.to_string()));
+            callback.log_io_completed(synced);
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

@@ -2,7 +2,9 @@
 //! compare-and-swap transactions, watches, and replicated blobs.
 //!
 //! Every write is a Raft proposal (openraft) applied to RocksDB on every
-//! member; a key's revision is the log index of the entry that wrote it.
+//! member. Concurrent writes share one entry and one fsync (`proposer`);
+//! each write still gets its own revision and its own compare-and-swap
+//! outcome.
 //! Only this module knows openraft and RocksDB: the rest of the control plane
 //! codes against [`Store`].
 //!
@@ -15,7 +17,8 @@
 //! Layout: [`types`] (public types, Raft type config), `log_store` (Raft log
 //! and vote), `state_machine` (apply, snapshots via `snapshot`), `kv` (reads),
 //! `watch` (event fan-out and history), `network` / `rpc` (member RPCs over
-//! HTTP), `cluster` (forwarding, read index, membership), `backup`.
+//! HTTP), `cluster` (forwarding, read index), `proposer` (group commit),
+//! `membership` (join, promote, remove), `backup`.
 
 mod backup;
 mod cluster;
@@ -23,7 +26,9 @@ mod db;
 mod error;
 mod kv;
 mod log_store;
+mod membership;
 mod network;
+mod proposer;
 mod rpc;
 mod snapshot;
 mod state_machine;
@@ -46,13 +51,14 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 pub use cluster::MAX_TXN_BYTES;
 pub use error::StoreError;
 pub use types::{
-    BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Raft,
-    Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
+    BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Proposal,
+    Raft, Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
 
 use db::Db;
 use log_store::LogStore;
 use network::Network;
+use proposer::Proposer;
 use state_machine::{Shared, StateMachine};
 use types::RaftError;
 
@@ -68,6 +74,13 @@ pub struct Progress {
     pub purged_index: u64,
 }
 
+/// Leader heartbeat by default: about 60 ms between heartbeats.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(40);
+/// Election timeout by default (the maximum is 4/3 of it): a killed leader
+/// is replaced after about 300 ms, and a follower must miss about five
+/// heartbeats in a row before it campaigns.
+pub const DEFAULT_ELECTION_MIN: Duration = Duration::from_millis(120);
+
 /// How a member is identified, reached and tuned.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -79,9 +92,14 @@ pub struct StoreConfig {
     pub advertise: String,
     /// Bearer token members present on `/raft/*`; must not be empty.
     pub secret: String,
-    /// Leader heartbeat. openraft's 50 ms default is too tight for a loaded 2-core box.
+    /// Leader heartbeat (openraft sends one every 1.5 of these, on its tick)
+    /// and the deadline of one AppendEntries RPC.
     pub heartbeat: Duration,
-    /// A follower campaigns after a random timeout in `[election_min, election_max)`.
+    /// A follower campaigns once it has heard no leader for `election_max`
+    /// (openraft's leader lease, during which it also refuses votes) plus a
+    /// random timeout in `[election_min, election_max)`. Failover takes
+    /// about that long; a follower that misses heartbeats for as long starts
+    /// a spurious election.
     pub election_min: Duration,
     pub election_max: Duration,
     /// Per-chunk deadline when sending a snapshot.
@@ -121,9 +139,9 @@ impl StoreConfig {
             data_dir: data_dir.into(),
             advertise: advertise.into(),
             secret: secret.into(),
-            heartbeat: Duration::from_millis(250),
-            election_min: Duration::from_millis(1000),
-            election_max: Duration::from_millis(2000),
+            heartbeat: DEFAULT_HEARTBEAT,
+            election_min: DEFAULT_ELECTION_MIN,
+            election_max: DEFAULT_ELECTION_MIN * 4 / 3,
             install_snapshot_timeout: Duration::from_secs(5),
             snapshot_every: 1000,
             keep_logs: 200,
@@ -200,6 +218,8 @@ pub struct Store {
     heartbeat: Duration,
     /// Calls to other members (forwarded writes, read indexes, membership).
     http: reqwest::Client,
+    /// Batches this member's writes into entries while it leads.
+    proposer: Proposer,
     /// Membership changes on the leader happen one at a time.
     membership_lock: tokio::sync::Mutex<()>,
     /// Set when `shutdown` begins: requests are refused as "not leader".
@@ -237,6 +257,7 @@ impl Store {
         )
         .await
         .map_err(|e| StoreError::Stopped(e.to_string()))?;
+        let proposer = Proposer::start(raft.clone(), config.id, cluster::MAX_PROPOSAL_BYTES);
         Ok(Arc::new(Store {
             id: config.id,
             advertise: config.advertise,
@@ -248,6 +269,7 @@ impl Store {
             join_timeout: config.join_timeout,
             heartbeat: config.heartbeat,
             http,
+            proposer,
             membership_lock: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
             initialized_at_open,
@@ -290,9 +312,20 @@ impl Store {
         kv::range(&self.shared.db, prefix)
     }
 
-    /// Last applied log index.
+    /// The store's current revision on this member: every write applied here
+    /// is at or below it.
     pub fn revision(&self) -> Revision {
-        self.shared.applied.load(Ordering::Acquire)
+        self.shared.current_revision()
+    }
+
+    /// Waits until this member has applied every write up to `revision`.
+    pub async fn wait_for_revision(
+        &self,
+        revision: Revision,
+        timeout: Duration,
+    ) -> Result<(), StoreError> {
+        self.wait_applied(revision, tokio::time::Instant::now() + timeout)
+            .await
     }
 
     /// Events with revision > `since` for keys under `prefix`, in order, then

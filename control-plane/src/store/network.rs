@@ -85,7 +85,7 @@ pub(crate) struct Peer {
 }
 
 /// Bytes of AppendEntries body above which a multi-entry batch is split.
-const APPEND_BYTES_BUDGET: usize = 4 * 1024 * 1024;
+const APPEND_BYTES_BUDGET: usize = 2 * 1024 * 1024;
 
 fn network_error(msg: impl ToString) -> NetworkError {
     NetworkError::new(&AnyError::error(msg))

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
-use super::types::{NodeId, Raft, Revision, SnapshotMeta, Txn, TypeConfig, Vote};
+use super::types::{NodeId, Raft, SnapshotMeta, Txn, TypeConfig, Vote};
 use super::Store;
 
 pub(crate) const PATH_APPEND: &str = "/raft/append";
@@ -87,8 +87,8 @@ pub(crate) struct RemoveMember {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct MemberStatus {
     pub id: NodeId,
-    /// Last applied log index.
-    pub applied: Revision,
+    /// Last applied log index (a log position, not a revision).
+    pub applied: u64,
     pub last_log_index: Option<u64>,
     pub leader: Option<NodeId>,
     pub term: u64,

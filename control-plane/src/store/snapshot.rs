@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM, KEYSPACE_END};
 use super::error::StoreError;
-use super::kv::{KEY_APPLIED, KEY_MEMBERSHIP};
-use super::types::{LogId, SnapshotMeta, StoredMembership};
+use super::kv::{self, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
+use super::types::{LogId, Revision, SnapshotMeta, StoredMembership};
 
 pub(crate) const FORMAT: u32 = 1;
 const CURRENT: &str = "current.snap";
@@ -27,6 +27,18 @@ const CURRENT: &str = "current.snap";
 pub(crate) struct Header {
     pub format: u32,
     pub meta: SnapshotMeta,
+    /// The store's revision at the snapshot. Absent from files written
+    /// before revisions were counted apart from the log.
+    #[serde(default)]
+    pub revision: Option<Revision>,
+}
+
+impl Header {
+    pub(crate) fn revision(&self) -> Revision {
+        self.revision
+            .or(self.meta.last_log_id.as_ref().map(|l| l.index))
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Serialize)]
@@ -90,12 +102,17 @@ pub(crate) fn copy_record(out: &mut impl Write, record: &RecordIn) -> Result<(),
     }
 }
 
-pub(crate) fn write_header(out: &mut impl Write, meta: &SnapshotMeta) -> Result<(), StoreError> {
+pub(crate) fn write_header(
+    out: &mut impl Write,
+    meta: &SnapshotMeta,
+    revision: Revision,
+) -> Result<(), StoreError> {
     write_value(
         out,
         &Header {
             format: FORMAT,
             meta: meta.clone(),
+            revision: Some(revision),
         },
     )
 }
@@ -196,14 +213,16 @@ pub(crate) fn meta_at(db: &Db, snap: &Snapshot<'_>) -> Result<SnapshotMeta, Stor
 }
 
 /// Writes a whole snapshot stream (header, every key and blob chunk as of
-/// `snap`, `End`) and returns the number of records.
+/// `snap`, `End`) and returns the revision it reflects.
 pub(crate) fn write_stream(
     db: &Db,
     snap: &Snapshot<'_>,
     meta: &SnapshotMeta,
     out: &mut impl Write,
-) -> Result<u64, StoreError> {
-    write_header(out, meta)?;
+) -> Result<Revision, StoreError> {
+    let sm = db.cf(CF_SM)?;
+    let revision = kv::stored_revision(|key| snap.get_cf(sm, key))?;
+    write_header(out, meta, revision)?;
     let mut records = 0u64;
     for cf_name in [CF_KV, CF_BLOBS] {
         let mut opts = ReadOptions::default();
@@ -229,7 +248,7 @@ pub(crate) fn write_stream(
         }
     }
     write_value(out, &RecordOut::End { records })?;
-    Ok(records)
+    Ok(revision)
 }
 
 /// The directory's snapshot files; one instance per member.
@@ -318,12 +337,13 @@ impl SnapshotDir {
 
     /// Replaces the state machine with the snapshot in `src` (which must carry
     /// `meta`) in one synced batch, and keeps a copy as the current snapshot.
+    /// Returns the revision it installed.
     pub(crate) fn install(
         &self,
         db: &Db,
         meta: &SnapshotMeta,
         mut src: File,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Revision, StoreError> {
         src.seek(SeekFrom::Start(0))?;
         let (mut stream, header) = StreamReader::new(BufReader::new(src))?;
         if header.meta.snapshot_id != meta.snapshot_id
@@ -364,9 +384,12 @@ impl SnapshotDir {
         drop(file);
         self.publish(&tmp, meta)?;
 
+        let revision = header.revision();
         batch.put_cf(sm, KEY_APPLIED, db::encode(&meta.last_log_id)?);
         batch.put_cf(sm, KEY_MEMBERSHIP, db::encode(&meta.last_membership)?);
+        batch.put_cf(sm, KEY_REVISION, db::encode(&revision)?);
         // Synced: once installed, Raft may purge the log this state replaces.
-        db.write(batch, true)
+        db.write(batch, true)?;
+        Ok(revision)
     }
 }

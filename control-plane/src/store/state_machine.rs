@@ -3,10 +3,11 @@
 //! Each apply batch becomes one RocksDB `WriteBatch` (keys, blob chunks, last
 //! applied, last membership together), written without fsync: a lost tail is
 //! re-applied from the log, whose synced writes also flush this WAL.
-//! The revision of every change is the log index of its entry.
+//! An entry carries a [`Proposal`] of many transactions; each one that
+//! succeeds takes the next revision, a counter kept beside the applied log
+//! id (`KEY_REVISION`), so writes that share an entry never share a revision.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -15,7 +16,7 @@ use rocksdb::WriteBatch;
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
 use super::error::StoreError;
-use super::kv::{StoredValue, KEY_APPLIED, KEY_MEMBERSHIP};
+use super::kv::{self, StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
 use super::snapshot::SnapshotDir;
 use super::types::{
     Check, Entry, EventKind, LogId, Op, Revision, Snapshot, SnapshotMeta, StorageError,
@@ -26,8 +27,9 @@ use super::watch::WatchHub;
 /// What the facade reads and the state machine writes.
 pub(crate) struct Shared {
     pub db: Arc<Db>,
-    /// Last applied log index: the store's current revision.
-    pub applied: AtomicU64,
+    /// The store's current revision: every applied write is at or below it.
+    /// Waiters subscribe to it (read-your-writes on a follower).
+    pub revision: tokio::sync::watch::Sender<Revision>,
     pub hub: Mutex<WatchHub>,
     pub snapshots: SnapshotDir,
     /// Serialises building and installing snapshots.
@@ -36,12 +38,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn open(db: Arc<Db>, snapshots: SnapshotDir) -> Result<Arc<Self>, StoreError> {
-        let applied: Option<LogId> = db.get_decoded(CF_SM, KEY_APPLIED)?;
-        let applied = applied.map_or(0, |l| l.index);
+        let revision = kv::current_revision(&db)?;
         Ok(Arc::new(Shared {
             db,
-            applied: AtomicU64::new(applied),
-            hub: Mutex::new(WatchHub::new(applied)),
+            revision: tokio::sync::watch::Sender::new(revision),
+            hub: Mutex::new(WatchHub::new(revision)),
             snapshots,
             snapshot_lock: Mutex::new(()),
         }))
@@ -50,6 +51,10 @@ impl Shared {
     /// A panic elsewhere must not wedge the store: the guarded data stays valid.
     pub(crate) fn hub(&self) -> MutexGuard<'_, WatchHub> {
         self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn current_revision(&self) -> Revision {
+        *self.revision.borrow()
     }
 
     fn snapshot_guard(&self) -> MutexGuard<'_, ()> {
@@ -82,29 +87,34 @@ impl StateMachine {
         Ok((applied, membership.unwrap_or_default()))
     }
 
+    /// One outcome list per entry (empty for blank and membership entries).
     fn apply_batch(
         &self,
         entries: impl IntoIterator<Item = Entry>,
-    ) -> Result<Vec<TxnOutcome>, StoreError> {
+    ) -> Result<Vec<Vec<TxnOutcome>>, StoreError> {
         let db = &self.shared.db;
         let mut batch = Batch {
             db,
             write: WriteBatch::default(),
             overlay: HashMap::new(),
             events: Vec::new(),
+            revision: self.shared.current_revision(),
         };
         let mut outcomes = Vec::new();
         let mut last: Option<LogId> = None;
         let mut membership: Option<StoredMembership> = None;
         for entry in entries {
-            let revision = entry.log_id.index;
             let outcome = match entry.payload {
-                EntryPayload::Normal(txn) => batch.apply_txn(revision, txn)?,
+                EntryPayload::Normal(proposal) => proposal
+                    .txns
+                    .into_iter()
+                    .map(|txn| batch.apply_txn(txn))
+                    .collect::<Result<Vec<_>, _>>()?,
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    TxnOutcome::noop(revision)
+                    Vec::new()
                 }
-                EntryPayload::Blank => TxnOutcome::noop(revision),
+                EntryPayload::Blank => Vec::new(),
             };
             outcomes.push(outcome);
             last = Some(entry.log_id);
@@ -116,27 +126,25 @@ impl StateMachine {
         batch
             .write
             .put_cf(sm, KEY_APPLIED, db::encode(&Some(last))?);
+        batch
+            .write
+            .put_cf(sm, KEY_REVISION, db::encode(&batch.revision)?);
         if let Some(m) = &membership {
             batch.write.put_cf(sm, KEY_MEMBERSHIP, db::encode(m)?);
         }
-        let Batch { write, events, .. } = batch;
+        let Batch {
+            write,
+            events,
+            revision,
+            ..
+        } = batch;
         db.write(write, false)?;
 
         // Publish under the hub lock so watchers registering now see no gap.
         let mut hub = self.shared.hub();
-        self.shared.applied.store(last.index, Ordering::Release);
+        self.shared.revision.send_replace(revision);
         hub.publish(events);
         Ok(outcomes)
-    }
-}
-
-impl TxnOutcome {
-    fn noop(revision: Revision) -> Self {
-        TxnOutcome {
-            revision,
-            succeeded: true,
-            failed_check: None,
-        }
     }
 }
 
@@ -147,6 +155,8 @@ struct Batch<'a> {
     write: WriteBatch,
     overlay: HashMap<String, Option<StoredValue>>,
     events: Vec<WatchEvent>,
+    /// The revision of the last transaction applied so far.
+    revision: Revision,
 }
 
 impl Batch<'_> {
@@ -166,20 +176,28 @@ impl Batch<'_> {
         })
     }
 
-    fn apply_txn(&mut self, revision: Revision, txn: Txn) -> Result<TxnOutcome, StoreError> {
+    /// A transaction whose checks hold takes the next revision; one whose
+    /// check fails writes nothing and takes none.
+    fn apply_txn(&mut self, txn: Txn) -> Result<TxnOutcome, StoreError> {
         for (i, check) in txn.checks.iter().enumerate() {
             if !self.check(check)? {
                 return Ok(TxnOutcome {
-                    revision,
+                    revision: self.revision,
                     succeeded: false,
                     failed_check: Some(i),
                 });
             }
         }
+        self.revision += 1;
+        let revision = self.revision;
         for op in txn.ops {
             self.apply_op(revision, op)?;
         }
-        Ok(TxnOutcome::noop(revision))
+        Ok(TxnOutcome {
+            revision,
+            succeeded: true,
+            failed_check: None,
+        })
     }
 
     fn apply_op(&mut self, revision: Revision, op: Op) -> Result<(), StoreError> {
@@ -240,7 +258,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         StateMachine::applied_state(self).map_err(|e| StorageIOError::read_state_machine(&e).into())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<TxnOutcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<TxnOutcome>>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -274,12 +292,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let file = snapshot.into_std().await;
         let result = blocking(move || {
             let _guard = shared.snapshot_guard();
-            shared.snapshots.install(&shared.db, &owned_meta, file)?;
-            let applied = owned_meta.last_log_id.as_ref().map_or(0, |l| l.index);
+            let revision = shared.snapshots.install(&shared.db, &owned_meta, file)?;
             // Close every watcher: no event stream describes a wholesale replacement.
             let mut hub = shared.hub();
-            shared.applied.store(applied, Ordering::Release);
-            hub.reset(applied);
+            shared.revision.send_replace(revision);
+            hub.reset(revision);
             Ok(())
         })
         .await;

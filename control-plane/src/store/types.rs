@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A point in the store's history: the Raft log index of the entry that wrote it.
+/// A point in the store's history. Every transaction that succeeds gets the
+/// next one, so a revision names exactly one write (several writes may share
+/// a Raft entry; revisions are counted by the state machine, not the log).
 pub type Revision = u64;
 
 /// One write inside a [`Txn`].
@@ -72,10 +74,19 @@ impl Txn {
     }
 }
 
+/// What one Raft entry carries: the transactions of one group commit,
+/// applied in order, each with its own checks, its own outcome and (when it
+/// succeeds) its own revision. Many writes share one entry and one fsync.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    pub txns: Vec<Txn>,
+}
+
 /// What a committed [`Txn`] did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnOutcome {
-    /// The log index of the entry, whether or not its checks passed.
+    /// The revision the transaction wrote at when it succeeded; when a check
+    /// failed, the store's revision at that point (nothing was written).
     pub revision: Revision,
     pub succeeded: bool,
     /// Index into `Txn::checks` of the first check that failed.
@@ -144,8 +155,8 @@ openraft::declare_raft_types!(
     /// The store's Raft type configuration. Snapshots are files on disk
     /// (they carry every blob), streamed in chunks by openraft.
     pub TypeConfig:
-        D = Txn,
-        R = TxnOutcome,
+        D = Proposal,
+        R = Vec<TxnOutcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
         SnapshotData = tokio::fs::File,

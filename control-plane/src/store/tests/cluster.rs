@@ -40,9 +40,7 @@ async fn start(id: u64, root: &Path) -> anyhow::Result<Member> {
 async fn caught_up(member: &Member, index: u64) -> anyhow::Result<()> {
     member
         .store
-        .raft()
-        .wait(Some(WAIT))
-        .applied_index_at_least(Some(index), "member caught up")
+        .wait_for_revision(index, WAIT)
         .await
         .with_context(|| format!("member {} applying {index}", member.store.id()))?;
     Ok(())
@@ -132,7 +130,7 @@ async fn three_members_replicate_over_http() -> anyhow::Result<()> {
 
     // Concurrent large chunks batch into AppendEntries bigger than the byte
     // budget; replication must split them rather than time out forever.
-    let big: Vec<u8> = (0..2 * 1024 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let big: Vec<u8> = (0..1536 * 1024u32).map(|i| (i % 241) as u8).collect();
     let writes = (0..3u64).map(|i| {
         m1.store.txn(ops(vec![Op::PutBlobChunk {
             digest: "sha256:big".into(),

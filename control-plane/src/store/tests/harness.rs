@@ -84,9 +84,7 @@ impl Member {
     /// Waits until this member has applied `index`.
     pub async fn caught_up(&self, index: u64) -> anyhow::Result<()> {
         self.store
-            .raft()
-            .wait(Some(WAIT))
-            .applied_index_at_least(Some(index), "member caught up")
+            .wait_for_revision(index, WAIT)
             .await
             .with_context(|| format!("member {} applying {index}", self.id()))?;
         Ok(())

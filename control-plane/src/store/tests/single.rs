@@ -5,7 +5,7 @@ use anyhow::{ensure, Context};
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::{config, ops, put, single, WAIT};
-use crate::store::{Check, EventKind, Op, Store, StoreError, Txn};
+use crate::store::{Check, EventKind, Op, Store, StoreError, Txn, MAX_TXN_BYTES};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn txn_compare_and_swap() -> anyhow::Result<()> {
@@ -21,14 +21,14 @@ async fn txn_compare_and_swap() -> anyhow::Result<()> {
         a.value == b"1" && a.create_revision == first.revision && a.mod_revision == first.revision
     );
 
-    // Create-only on an existing key fails, applies nothing, still uses an index.
+    // Create-only on an existing key fails, applies nothing, takes no revision.
     let create = Txn {
         checks: vec![Check::Absent { key: "a".into() }],
         ops: vec![put("a", "clobbered"), put("side-effect", "x")],
     };
     let refused = store.txn(create).await?;
     ensure!(!refused.succeeded && refused.failed_check == Some(0));
-    ensure!(refused.revision > first.revision);
+    ensure!(refused.revision == first.revision && store.revision() == first.revision);
     ensure!(store.get("a")?.map(|kv| kv.value) == Some(b"1".to_vec()));
     ensure!(store.get("side-effect")?.is_none());
 
@@ -166,9 +166,23 @@ async fn blob_chunks_roundtrip() -> anyhow::Result<()> {
     ensure!(store.read_blob("sha256:a")?.is_none() && store.blob_size("sha256:a")?.is_none());
 
     // A large chunk, with every byte value, survives the MessagePack round trip.
-    let big: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..(MAX_TXN_BYTES - 1024) as u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
     store.txn(ops(vec![chunk("sha256:big", 0, &big)])).await?;
     ensure!(store.read_blob("sha256:big")?.as_deref() == Some(&big[..]));
+
+    // A write bigger than one entry may be is refused before it is proposed.
+    let before = store.revision();
+    let too_big = vec![0u8; MAX_TXN_BYTES + 1];
+    match store
+        .txn(ops(vec![chunk("sha256:huge", 0, &too_big)]))
+        .await
+    {
+        Err(StoreError::TooLarge(message)) => ensure!(message.contains("limit")),
+        other => anyhow::bail!("expected TooLarge, got {other:?}"),
+    }
+    ensure!(store.revision() == before && store.blob_size("sha256:huge")?.is_none());
 
     store
         .txn(ops(vec![Op::DeleteBlob {
@@ -263,6 +277,76 @@ async fn snapshots_bound_the_log() -> anyhow::Result<()> {
     let (items, revision) = store.range("n/")?;
     ensure!(items.len() == 30 && revision >= last);
     ensure!(store.txn(ops(vec![put("n/30", "v")])).await?.succeeded);
+    store.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_keep_their_own_outcomes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = single(dir.path()).await?;
+    let entries_before = store.progress().last_log_index;
+    let revision_before = store.revision();
+    let mut events = store.watch("", revision_before)?;
+
+    // 100 writers create keys of their own; 100 race to create one key.
+    let writes = (0..200).map(|i| {
+        let txn = if i % 2 == 0 {
+            ops(vec![put(&format!("own/{i:03}"), "v")])
+        } else {
+            Txn {
+                checks: vec![Check::Absent {
+                    key: "contested".into(),
+                }],
+                ops: vec![put("contested", &i.to_string())],
+            }
+        };
+        store.txn(txn)
+    });
+    let outcomes = futures::future::try_join_all(writes).await?;
+
+    let winners: Vec<usize> = (1..200)
+        .step_by(2)
+        .filter(|&i| outcomes[i].succeeded)
+        .collect();
+    ensure!(
+        winners.len() == 1,
+        "one create-only write wins: {winners:?}"
+    );
+    ensure!((0..200).step_by(2).all(|i| outcomes[i].succeeded));
+    let contested = store.get("contested")?.context("contested key")?;
+    ensure!(contested.value == winners[0].to_string().as_bytes());
+    ensure!(contested.mod_revision == outcomes[winners[0]].revision);
+
+    // Each successful write has a revision of its own, with no gaps.
+    let mut revisions: Vec<u64> = outcomes
+        .iter()
+        .filter(|o| o.succeeded)
+        .map(|o| o.revision)
+        .collect();
+    revisions.sort_unstable();
+    let expected: Vec<u64> = (revision_before + 1..=revision_before + 101).collect();
+    ensure!(revisions == expected, "revisions {revisions:?}");
+    ensure!(store.revision() == revision_before + 101);
+    // A failed write writes nothing and names a revision already reached.
+    ensure!(outcomes
+        .iter()
+        .filter(|o| !o.succeeded)
+        .all(|o| o.revision <= store.revision() && o.failed_check == Some(0)));
+
+    // They shared Raft entries (and so fsyncs).
+    let entries = store.progress().last_log_index - entries_before;
+    ensure!(entries < 100, "{entries} log entries for 200 writes");
+
+    // Watchers see every write once, in revision order.
+    let mut seen = Vec::new();
+    while seen.len() < 101 {
+        let event = tokio::time::timeout(WAIT, events.recv())
+            .await?
+            .context("watch closed")?;
+        seen.push(event.revision);
+    }
+    ensure!(seen == expected, "watch saw {seen:?}");
     store.shutdown().await?;
     Ok(())
 }

@@ -1,0 +1,132 @@
+//! Group commit on the leader: concurrent writes share Raft entries.
+//!
+//! openraft 0.9 makes one log entry, one append and one fsync per
+//! `client_write`, one at a time. Writes are queued here instead; one task
+//! takes whatever has queued, up to [`MAX_PROPOSAL_TXNS`] transactions or
+//! [`MAX_TXN_BYTES`](super::MAX_TXN_BYTES), proposes them as one
+//! [`Proposal`], and answers each caller with its own outcome once the entry
+//! is committed (fsynced on a majority) and applied, exactly as a single
+//! write was answered before. No timer: a batch is whatever arrived while the
+//! previous ones were being committed, so one client pays no added latency
+//! and many clients share fsyncs. At most [`IN_FLIGHT`] entries are in Raft
+//! at once; the rest wait in the queue and make the next batch bigger.
+
+use std::sync::Arc;
+
+use openraft::error::ClientWriteError;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::error::StoreError;
+use super::types::{NodeId, Proposal, Raft, RaftError, Txn, TxnOutcome};
+
+/// Most transactions in one entry.
+pub(crate) const MAX_PROPOSAL_TXNS: usize = 1024;
+/// Entries proposed and not yet applied. Two keeps the leader's disk busy
+/// while the previous entry travels to the followers.
+const IN_FLIGHT: usize = 2;
+/// Writes waiting for a batch; callers wait for room beyond it.
+const QUEUE: usize = 8192;
+
+struct Pending {
+    txn: Txn,
+    size: usize,
+    reply: oneshot::Sender<Result<TxnOutcome, StoreError>>,
+}
+
+/// The queue in front of the leader's Raft.
+pub(crate) struct Proposer {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl Proposer {
+    /// Starts the batching task; it ends when the proposer is dropped.
+    pub(crate) fn start(raft: Raft, id: NodeId, max_bytes: usize) -> Proposer {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, id, max_bytes, rx));
+        Proposer { tx }
+    }
+
+    /// Proposes `txn` in the next batch. `NotLeader` means it was not
+    /// appended; any other error leaves its outcome unknown. The caller bounds
+    /// the wait.
+    pub(crate) async fn propose(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let size = txn.approximate_size();
+        self.tx
+            .send(Pending { txn, size, reply })
+            .await
+            .map_err(|_| StoreError::Stopped("the proposer has stopped".into()))?;
+        answer.await.map_err(|_| {
+            StoreError::Timeout(
+                "the store stopped before the write was answered; its outcome is unknown".into(),
+            )
+        })?
+    }
+}
+
+async fn run(raft: Raft, id: NodeId, max_bytes: usize, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        // Wait for room before draining: what queues meanwhile joins this batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.size;
+        let mut batch = vec![first];
+        while batch.len() < MAX_PROPOSAL_TXNS {
+            match rx.try_recv() {
+                Ok(next) if bytes + next.size <= max_bytes => {
+                    bytes += next.size;
+                    batch.push(next);
+                }
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (txns, replies): (Vec<Txn>, Vec<_>) =
+                batch.into_iter().map(|p| (p.txn, p.reply)).unzip();
+            match raft.client_write(Proposal { txns }).await {
+                Ok(response) => {
+                    let mut outcomes = response.data.into_iter();
+                    for reply in replies {
+                        let answer = outcomes.next().ok_or_else(|| {
+                            StoreError::corrupt("an entry applied fewer outcomes than writes")
+                        });
+                        let _ = reply.send(answer);
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(refusal(&e, id)));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// What each writer of a refused batch is told.
+fn refusal(e: &RaftError<ClientWriteError<NodeId, openraft::BasicNode>>, id: NodeId) -> StoreError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
+            leader: f.leader_id.filter(|&l| l != id),
+        },
+        RaftError::APIError(e) => StoreError::Raft(e.to_string()),
+        // It may have been appended before Raft stopped.
+        RaftError::Fatal(e) => StoreError::Timeout(format!("{e}; the write's outcome is unknown")),
+    }
+}
