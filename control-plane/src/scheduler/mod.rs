@@ -9,31 +9,15 @@ pub mod plan;
 use crate::events::{self, Occurrence};
 use crate::reconcile::Trigger;
 use crate::registry::{BatchWrite, Registry, Result};
+use futures::StreamExt;
 use plan::{Decision, NodeView, Policy};
 use reef_api::events::{event_name, event_object, fold};
 use reef_api::{Kind, Node, ObjectRef, Phase, Pod, RawObject};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Pods bound per Raft entry: big enough to amortise consensus, small enough to
-/// keep entries well under a megabyte; and a cap on an entry's bytes, for
-/// pods with big specs (env and args may hold 256 KiB).
-const BIND_BATCH: usize = 500;
-const BIND_BYTES: usize = crate::store::MAX_TXN_BYTES / 2;
-
-/// How many of `binds` go in the next entry.
-fn next_batch(binds: &[(BatchWrite, Option<BatchWrite>)]) -> usize {
-    let mut bytes = 0;
-    for (i, (bind, _)) in binds.iter().enumerate().take(BIND_BATCH) {
-        if let BatchWrite::Spec(pod) = bind {
-            bytes += pod.spec.to_string().len() + 1024;
-        }
-        if i > 0 && bytes > BIND_BYTES {
-            return i;
-        }
-    }
-    binds.len().min(BIND_BATCH)
-}
+/// Binds (and events) written at once; the store batches them into entries.
+const WRITES_IN_FLIGHT: usize = 256;
 
 /// The Scheduled event of a bind, to commit with it (none if one exists already).
 fn scheduled_event(registry: &Registry, pod: &Pod, node: &str) -> Result<Option<BatchWrite>> {
@@ -141,72 +125,68 @@ impl Scheduler {
         });
         let decisions = plan::place(&pending, &mut views, self.policy);
         let mut binds = Vec::new();
+        let mut unschedulable = Vec::new();
         for (pod, decision) in pending.iter().zip(&decisions) {
             match decision {
                 Decision::Bind(node) => {
                     let mut bound = (*pod).clone();
                     bound.spec.node = Some(node.clone());
-                    binds.push((
-                        BatchWrite::Spec(bound.to_raw()?),
-                        scheduled_event(&self.registry, pod, node)?,
-                    ));
+                    let event = scheduled_event(&self.registry, pod, node)?;
+                    binds.push((BatchWrite::Spec(bound.to_raw()?), event));
                 }
                 Decision::Unschedulable { .. } => {
-                    let message = decision.message().unwrap_or_default();
-                    let involved = ObjectRef {
-                        kind: Kind::Pod,
-                        name: pod.metadata.name.clone(),
-                    };
-                    let recorded = events::record(
-                        &self.registry,
-                        pod.namespace(),
-                        involved,
-                        "FailedScheduling",
-                        &message,
-                        Occurrence::Ongoing,
-                    )
-                    .await;
-                    if let Err(e) = recorded {
-                        tracing::warn!(pod = %pod.metadata.name, "FailedScheduling event not recorded: {e}");
-                    }
+                    unschedulable.push((*pod, decision.message().unwrap_or_default()));
                 }
             }
         }
-        let mut bound = 0;
-        while !binds.is_empty() {
-            let rest = binds.split_off(next_batch(&binds));
-            let chunk = std::mem::replace(&mut binds, rest);
-            let size = chunk.len();
-            // Each bind and its Scheduled event commit together.
-            let batch: Vec<BatchWrite> = chunk
-                .iter()
-                .flat_map(|(bind, event)| std::iter::once(bind.clone()).chain(event.clone()))
-                .collect();
-            match self.registry.write_batch(batch).await {
-                Ok(Some(_)) => bound += size,
-                // A pod changed under us: the next pass replans from fresh state.
-                Ok(None) => tracing::debug!("bind batch of {size} lost a race; will replan"),
-                // One pod the registry refuses must not keep the others unbound:
-                // bind this batch's pods one by one, logging the ones refused.
-                Err(e) => {
-                    tracing::warn!(
-                        "bind batch of {size} refused ({e}); binding its pods one by one"
-                    );
-                    for (bind, event) in chunk {
-                        let pod = match &bind {
-                            BatchWrite::Spec(p) => format!("{}/{}", p.namespace(), p.metadata.name),
-                            _ => String::new(),
-                        };
-                        let writes = std::iter::once(bind).chain(event).collect();
-                        match self.registry.write_batch(writes).await {
-                            Ok(Some(_)) => bound += 1,
-                            Ok(None) => {}
-                            Err(e) => tracing::warn!(%pod, "cannot bind: {e}"),
-                        }
+        // Each pod is bound (with its Scheduled event) in a transaction of its
+        // own, many in flight at once: the store packs them into shared Raft
+        // entries, and a pod that changed meanwhile fails alone (the next pass
+        // replans it) instead of voiding everyone else's bind.
+        let bound = futures::stream::iter(binds)
+            .map(|(bind, event)| async move {
+                let pod = match &bind {
+                    BatchWrite::Spec(p) => format!("{}/{}", p.namespace(), p.metadata.name),
+                    _ => String::new(),
+                };
+                let writes = std::iter::once(bind).chain(event).collect();
+                match self.registry.write_batch(writes).await {
+                    Ok(Some(_)) => true,
+                    Ok(None) => {
+                        tracing::debug!(%pod, "changed while being bound; will replan");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(%pod, "cannot bind: {e}");
+                        false
                     }
                 }
-            }
-        }
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        // Pods that fit nowhere are told why, after the ones that fit are bound.
+        futures::stream::iter(unschedulable)
+            .for_each_concurrent(WRITES_IN_FLIGHT, |(pod, message)| async move {
+                let involved = ObjectRef {
+                    kind: Kind::Pod,
+                    name: pod.metadata.name.clone(),
+                };
+                let recorded = events::record(
+                    &self.registry,
+                    pod.namespace(),
+                    involved,
+                    "FailedScheduling",
+                    &message,
+                    Occurrence::Ongoing,
+                )
+                .await;
+                if let Err(e) = recorded {
+                    tracing::warn!(pod = %pod.metadata.name, "FailedScheduling event not recorded: {e}");
+                }
+            })
+            .await;
         if bound > 0 {
             tracing::info!("bound {bound} pod(s)");
         }
