@@ -6,6 +6,7 @@
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
 //! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
+//! reef-bench watch-fanout [--reef PATH] [--seconds 10]
 //! reef-bench security-cost --baseline PATH [--reef PATH] [--seconds 10]   (PATH: a reef built before identities, e.g. 7bd1299)
 //! reef-bench schedule [--reef PATH] [--nodes 1000] [--pods 10000] [--batch 500] [--namespaces N] [--runs 3]
 //! reef-bench density [--reef PATH] [--steps 1000,2500,5000,10000] [--command-steps 500,1000,2000,4000]
@@ -24,6 +25,7 @@ mod replicated;
 mod schedule;
 mod security_cost;
 mod serverless;
+mod watch_fanout;
 mod wrk;
 
 use anyhow::{bail, Context};
@@ -328,6 +330,7 @@ async fn main() -> anyhow::Result<()> {
         "proxy" => proxy(&args).await,
         "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only).await,
         "failover" => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
+        "watch-fanout" => watch_fanout::run(&args.reef, u64::from(args.seconds)).await,
         "security-cost" => {
             let baseline = args
                 .baseline
@@ -357,6 +360,6 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|schedule|density|cold-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
+        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|watch-fanout|schedule|density|cold-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
     }
 }

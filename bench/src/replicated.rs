@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// The binary predates member tokens: joiners use `join.token`.
     pub legacy: bool,
+    /// `--max-watches-per-token` for every member (the default otherwise).
+    pub max_watches: Option<usize>,
 }
 
 /// A client trusting `ca` (or the default roots without one).
@@ -119,6 +121,11 @@ impl ReefCluster {
         Ok(cluster)
     }
 
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.processes.0.get(i)?.as_ref().map(|c| c.id())
+    }
+
     /// The file joining members authenticate with.
     fn joiners_token(&self) -> &'static str {
         if self.options.legacy {
@@ -176,6 +183,9 @@ impl ReefCluster {
         if self.options.tls {
             cmd.arg("--tls");
         }
+        if let Some(n) = self.options.max_watches {
+            cmd.args(["--max-watches-per-token", &n.to_string()]);
+        }
         if i == 0 {
             cmd.arg("--init");
         } else {
@@ -217,7 +227,7 @@ impl ReefCluster {
     }
 
     /// The index of the leader, as member `ask` sees it.
-    async fn leader(&self, http: &reqwest::Client, ask: usize) -> Option<usize> {
+    pub(crate) async fn leader(&self, http: &reqwest::Client, ask: usize) -> Option<usize> {
         let members: serde_json::Value = http
             .get(format!("{}/api/v1/members", self.urls[ask]))
             .bearer_auth(&self.token)

@@ -33,13 +33,13 @@ async fn measure(
 pub async fn run(reef: &Path, baseline: &Path, seconds: u64) -> anyhow::Result<()> {
     let clients = [1usize, 16, 64];
     let legacy = ClusterOptions {
-        tls: false,
         legacy: true,
+        ..ClusterOptions::default()
     };
     let plain = ClusterOptions::default();
     let tls = ClusterOptions {
         tls: true,
-        legacy: false,
+        ..ClusterOptions::default()
     };
     let rows = [
         (

@@ -197,8 +197,28 @@ impl Store {
     /// confirms its leadership with a quorum (read index); a follower asks
     /// the leader for that index and waits until it has applied it. Fails
     /// (`NotLeader` or `Timeout`) when no quorum confirms in time.
+    ///
+    /// Concurrent callers share rounds, as etcd batches read indexes: one
+    /// barrier runs at a time, and a caller is done as soon as a barrier that
+    /// began after it was called has completed, so many readers (or watch
+    /// bookmarks) cost one quorum round, not one each.
     pub async fn read_barrier(&self) -> Result<(), StoreError> {
-        let deadline = Instant::now() + self.request_timeout;
+        let asked = Instant::now();
+        let deadline = asked + self.request_timeout;
+        let mut last = timeout_at(deadline, self.barrier.lock())
+            .await
+            .map_err(|_| StoreError::Timeout("waiting for a read barrier's turn".into()))?;
+        if last.is_some_and(|began| began >= asked) {
+            return Ok(());
+        }
+        let began = Instant::now();
+        self.read_barrier_round(deadline).await?;
+        *last = Some(began);
+        Ok(())
+    }
+
+    /// One read barrier of its own.
+    async fn read_barrier_round(&self, deadline: Instant) -> Result<(), StoreError> {
         let mut backoff = Backoff::new(&self.raft);
         let mut hint = None;
         let mut last_error = None;

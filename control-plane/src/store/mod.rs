@@ -220,6 +220,8 @@ pub struct Store {
     http: reqwest::Client,
     /// Batches this member's writes into entries while it leads.
     proposer: Proposer,
+    /// One read barrier at a time; holds when the last completed one began.
+    barrier: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Membership changes on the leader happen one at a time.
     membership_lock: tokio::sync::Mutex<()>,
     /// Set when `shutdown` begins: requests are refused as "not leader".
@@ -270,6 +272,7 @@ impl Store {
             heartbeat: config.heartbeat,
             http,
             proposer,
+            barrier: tokio::sync::Mutex::new(None),
             membership_lock: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
             initialized_at_open,
