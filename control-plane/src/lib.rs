@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod events;
 pub mod member;
 pub mod quota;
+mod recent;
 mod reconcile;
 pub mod registry;
 pub mod scheduler;

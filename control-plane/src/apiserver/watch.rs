@@ -16,6 +16,19 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+use crate::recent::Recent;
+use crate::store::Revision;
+
+/// Encoded frames of recent changes, shared by every stream: a thousand
+/// watchers of a change encode it once.
+pub struct Frames(Recent<(Revision, String, bool), Bytes>);
+
+impl Default for Frames {
+    fn default() -> Self {
+        Frames(Recent::new(4096))
+    }
+}
+
 /// Open watch streams per token: each holds a task, a channel and a share of
 /// the store's fan-out, so one caller must not open them without end.
 pub struct WatchLimits {
@@ -96,14 +109,26 @@ pub fn stream(
         let mut ticker = tokio::time::interval(bookmark_every);
         ticker.tick().await;
         loop {
-            let event = tokio::select! {
+            let framed = tokio::select! {
                 change = changes.recv() => match change {
                     Some(Change { kind, object, revision }) => {
                         delivered = revision;
                         if !filter.matches(&object) {
                             continue;
                         }
-                        WatchEvent { kind, object: serde_json::to_value(object).unwrap_or_default() }
+                        let id = format!(
+                            "{}/{}/{}",
+                            object.kind,
+                            object.metadata.namespace.as_deref().unwrap_or_default(),
+                            object.metadata.name
+                        );
+                        let made = state.frames.0.get_or_make::<Infallible>((revision, id, sse), || {
+                            let object = serde_json::to_value(&*object).unwrap_or_default();
+                            Ok(frame(&WatchEvent { kind, object }, sse))
+                        });
+                        match made {
+                            Ok(bytes) => bytes,
+                        }
                     }
                     // The store dropped a watcher that fell behind: end the stream, the client resumes.
                     None => break,
@@ -114,13 +139,14 @@ pub fn stream(
                     if state.registry.store().read_barrier().await.is_err() {
                         break;
                     }
-                    WatchEvent {
+                    let bookmark = WatchEvent {
                         kind: WatchEventType::Bookmark,
                         object: json!({"metadata": {"resource_version": delivered}}),
-                    }
+                    };
+                    frame(&bookmark, sse)
                 }
             };
-            if tx.send(Ok(frame(&event, sse))).await.is_err() {
+            if tx.send(Ok(framed)).await.is_err() {
                 break;
             }
         }

@@ -97,11 +97,15 @@ pub fn new_uid() -> String {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<Store>,
+    decoded: Arc<watch::Decoded>,
 }
 
 impl Registry {
     pub fn new(store: Arc<Store>) -> Registry {
-        Registry { store }
+        Registry {
+            store,
+            decoded: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<Store> {

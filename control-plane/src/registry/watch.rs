@@ -2,15 +2,44 @@
 //! loops wake on.
 
 use super::{decode, prefix, Registry, Result};
-use crate::store::{EventKind, Revision};
+use crate::recent::Recent;
+use crate::store::{EventKind, Revision, WatchEvent};
 use reef_api::{Kind, RawObject, WatchEventType};
+use std::sync::Arc;
 
 /// A change to one object, as watchers see it.
 #[derive(Clone, Debug)]
 pub struct Change {
     pub kind: WatchEventType,
-    pub object: RawObject,
+    /// Shared by every watcher of this change.
+    pub object: Arc<RawObject>,
     pub revision: Revision,
+}
+
+/// Recent changes' decoded objects, shared by all watchers: a thousand
+/// watchers of a kind decode each change once, not a thousand times.
+pub(crate) struct Decoded(Recent<(Revision, String), Arc<RawObject>>);
+
+/// Decoded changes kept for watchers that are a little behind.
+const DECODED_KEPT: usize = 4096;
+
+impl Default for Decoded {
+    fn default() -> Self {
+        Decoded(Recent::new(DECODED_KEPT))
+    }
+}
+
+impl Decoded {
+    fn object(&self, event: &WatchEvent) -> Result<Arc<RawObject>> {
+        self.0
+            .get_or_make((event.revision, event.kv.key.clone()), || {
+                let mut object = decode(&event.kv)?;
+                if event.kind == EventKind::Delete {
+                    object.metadata.resource_version = event.revision;
+                }
+                Ok(Arc::new(object))
+            })
+    }
 }
 
 impl Registry {
@@ -23,15 +52,13 @@ impl Registry {
     ) -> Result<tokio::sync::mpsc::Receiver<Change>> {
         let mut raw = self.store.watch(&prefix(kind, namespace), since)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let decoded = self.decoded.clone();
         tokio::spawn(async move {
             while let Some(event) = raw.recv().await {
-                let change = match decode(&event.kv) {
-                    Ok(mut object) => {
+                let change = match decoded.object(&event) {
+                    Ok(object) => {
                         let kind = match event.kind {
-                            EventKind::Delete => {
-                                object.metadata.resource_version = event.revision;
-                                WatchEventType::Deleted
-                            }
+                            EventKind::Delete => WatchEventType::Deleted,
                             EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
                                 WatchEventType::Added
                             }

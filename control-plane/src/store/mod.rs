@@ -339,7 +339,7 @@ impl Store {
         &self,
         prefix: &str,
         since: Revision,
-    ) -> Result<tokio::sync::mpsc::Receiver<WatchEvent>, StoreError> {
+    ) -> Result<tokio::sync::mpsc::Receiver<Arc<WatchEvent>>, StoreError> {
         self.shared.hub().watch(prefix, since)
     }
 

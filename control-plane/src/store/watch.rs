@@ -7,6 +7,7 @@
 //! the state machine; its receiver closes and the client relists.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -29,11 +30,12 @@ struct Watcher {
     /// Live events at or below this were already covered: a caller may list at
     /// revision R (visible in RocksDB) before R's events are published here.
     since: Revision,
-    tx: mpsc::Sender<WatchEvent>,
+    tx: mpsc::Sender<Arc<WatchEvent>>,
 }
 
 pub(crate) struct WatchHub {
-    history: VecDeque<WatchEvent>,
+    /// Shared with every watcher's queue: fan-out copies a pointer, not the value.
+    history: VecDeque<Arc<WatchEvent>>,
     /// Sum of [`event_bytes`] over `history`.
     history_bytes: usize,
     /// Every event with a revision above `floor` is still in `history`.
@@ -56,11 +58,11 @@ impl WatchHub {
         &mut self,
         prefix: &str,
         since: Revision,
-    ) -> Result<mpsc::Receiver<WatchEvent>, StoreError> {
+    ) -> Result<mpsc::Receiver<Arc<WatchEvent>>, StoreError> {
         if since < self.floor {
             return Err(StoreError::Compacted { oldest: self.floor });
         }
-        let backlog: Vec<&WatchEvent> = self
+        let backlog: Vec<&Arc<WatchEvent>> = self
             .history
             .iter()
             .filter(|e| e.revision > since && e.kv.key.starts_with(prefix))
@@ -82,6 +84,7 @@ impl WatchHub {
         if events.is_empty() {
             return;
         }
+        let events: Vec<Arc<WatchEvent>> = events.into_iter().map(Arc::new).collect();
         for event in &events {
             self.watchers.retain(|w| {
                 if event.revision <= w.since || !event.kv.key.starts_with(&w.prefix) {
@@ -91,7 +94,7 @@ impl WatchHub {
                 w.tx.try_send(event.clone()).is_ok()
             });
         }
-        self.history_bytes += events.iter().map(event_bytes).sum::<usize>();
+        self.history_bytes += events.iter().map(|e| event_bytes(e)).sum::<usize>();
         self.history.extend(events);
         while self.history.len() > HISTORY_LIMIT || self.history_bytes > HISTORY_BYTES {
             let Some(old) = self.history.pop_front() else {
