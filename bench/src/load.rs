@@ -96,44 +96,22 @@ impl Target {
     /// Writes the keys the read benchmark reads.
     pub(crate) async fn prepare_reads(&self, http: &reqwest::Client) -> anyhow::Result<()> {
         for key in 0..READ_KEYS {
-            let ok = match self {
-                Target::Reef { urls, token, .. } => {
-                    let body = serde_json::json!({
-                        "kind": "Service",
-                        "metadata": {"name": format!("r-{key}"), "namespace": "default"},
-                        "spec": {"selector": {"app": "bench"}, "path": format!("/{VALUE}")},
-                    });
-                    let url = format!("{}/api/v1/namespaces/default/services/r-{key}", urls[0]);
-                    http.put(url)
-                        .bearer_auth(token)
-                        .json(&body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-                Target::Etcd { urls } => {
-                    let body = serde_json::json!({
-                        "key": base64(format!("/bench/r-{key}").as_bytes()),
-                        "value": base64(VALUE.as_bytes()),
-                    });
-                    http.post(format!("{}/v3/kv/put", urls[0]))
-                        .json(&body)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success())
-                }
-            };
-            if !ok {
+            if !self.put(http, 0, &format!("r-{key}")).await {
                 bail!("could not write read key {key}");
             }
         }
         Ok(())
     }
 
+    /// Writes a new key for client `client`.
     pub(crate) async fn write(&self, http: &reqwest::Client, client: usize, seq: u64) -> bool {
+        self.put(http, client, &format!("w{client}-{seq}")).await
+    }
+
+    /// One ~256-byte value under `name`, through the member `client` uses.
+    async fn put(&self, http: &reqwest::Client, client: usize, name: &str) -> bool {
         match self {
             Target::Reef { urls, token, .. } => {
-                let name = format!("w{client}-{seq}");
                 // The ~256-byte payload rides in the path prefix (label values
                 // are limited to 63 characters).
                 let body = serde_json::json!({
@@ -154,7 +132,7 @@ impl Target {
             }
             Target::Etcd { urls } => {
                 let body = serde_json::json!({
-                    "key": base64(format!("/bench/w{client}-{seq}").as_bytes()),
+                    "key": base64(format!("/bench/{name}").as_bytes()),
                     "value": base64(VALUE.as_bytes()),
                 });
                 let url = format!("{}/v3/kv/put", urls[client % urls.len()]);
