@@ -463,3 +463,90 @@ async fn malformed_and_out_of_range_input_gets_a_4xx_with_its_field() {
         cluster.log_tail()
     );
 }
+
+/// Opens a watch of Services over raw TCP with a small receive buffer and
+/// returns the stream once the response head has arrived.
+async fn open_watch(address: &str, token: &str) -> (TcpStream, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("recv buffer");
+    let mut stream = socket
+        .connect(address.parse().expect("address"))
+        .await
+        .expect("connect");
+    let head = format!(
+        "GET /api/v1/namespaces/default/services?watch=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("request");
+    let (mut read, write) = tokio::io::split(stream);
+    let status = status_of(&mut read).await.unwrap_or(0);
+    (read.unsplit(write), status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_are_capped_per_token_and_one_that_never_reads_is_cut_off() {
+    let cluster = Cluster::start_with(&["--max-watches-per-token", "2"]).await;
+    let token = cluster.admin_token();
+    let (first, a) = open_watch(&cluster.api, &token).await;
+    let (_second, b) = open_watch(&cluster.api, &token).await;
+    let (_, c) = open_watch(&cluster.api, &token).await;
+    assert_eq!((a, b, c), (200, 200, 429), "the third watch of one token");
+    drop(first);
+    // The closed stream gives its place back once the server notices.
+    let mut stalled = eventually("a watch slot to free up", SLOW, || async {
+        let (stream, status) = open_watch(&cluster.api, &token).await;
+        (status == 200).then_some(stream)
+    })
+    .await;
+
+    // `stalled` never reads while its Services change 3,000 times (8 KiB each):
+    // more than its queues and socket buffers hold.
+    let http = reqwest::Client::new();
+    let labels: serde_json::Map<String, Value> = (0..60)
+        .map(|i| (format!("l{i}"), json!("x".repeat(60))))
+        .collect();
+    for i in 0..3000 {
+        let name = format!("churn-{}", i % 10);
+        let body = json!({
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": "default", "labels": labels},
+            "spec": {"selector": {"app": "churn"}, "path": format!("/{i}")},
+        });
+        let r = http
+            .put(format!(
+                "http://{}/api/v1/namespaces/default/services/{name}",
+                cluster.api
+            ))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .expect("write");
+        assert!(r.status().is_success(), "write {i}: {}", r.status());
+    }
+    // Reading now: what was buffered arrives, then the stream ends (it was
+    // cut off) instead of delivering all 3,000 changes.
+    let mut buffered = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut chunk)).await {
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => {
+                buffered += n;
+                // The chunked body's last chunk: the server ended the stream.
+                if chunk[..n].ends_with(b"0\r\n\r\n") {
+                    break true;
+                }
+            }
+            Ok(Err(_)) => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "a watcher that never read is still served");
+    assert!(
+        buffered < 3000 * 8 * 1024,
+        "it was cut off before every change reached it ({buffered} bytes)"
+    );
+    // The member serves on, and the token's slots are free again.
+    let (_, again) = open_watch(&cluster.api, &token).await;
+    assert_eq!(again, 200);
+}
