@@ -29,6 +29,7 @@ async fn requests_spread_over_pods_on_every_node_and_fail_over_when_one_dies() {
     // 32 clients through n1's ingress, then through n3's (which has no pod).
     for entry in [0, 2] {
         let ingress = cp.nodes[entry].ingress.clone();
+        until_served(&web, &ingress, HOST).await;
         let answers = futures::future::join_all((0..32).map(|_| {
             let (web, ingress) = (web.clone(), ingress.clone());
             async move {
@@ -90,8 +91,7 @@ async fn fifty_mebibytes_stream_through_two_proxies_both_ways() {
     .await;
     let web = http();
     let entry = cp.nodes[2].ingress.clone();
-    let (code, body) = get(&web, &entry, "/").await;
-    assert_eq!(code, 200, "{body}");
+    until_served(&web, &entry, HOST).await;
     // What the component sees after two proxies, and the id the client gets back.
     let answer = web
         .get(format!("http://{entry}/headers"))
@@ -228,6 +228,7 @@ async fn a_component_calls_its_tenants_services_by_name_and_no_other_tenants() {
     .await;
     let web = http();
     let ingress = cp.nodes[2].ingress.clone();
+    until_served(&web, &ingress, "caller.example").await;
     let call = |url: &'static str| {
         let (web, ingress) = (web.clone(), ingress.clone());
         async move {

@@ -127,6 +127,21 @@ pub async fn get(client: &reqwest::Client, ingress: &str, path: &str) -> (u16, S
     }
 }
 
+/// Waits until `ingress` serves `host`: a pod is ready in the API a moment
+/// before every node's routes hear of it over their watch.
+pub async fn until_served(client: &reqwest::Client, ingress: &str, host: &str) {
+    eventually(&format!("{ingress} serves {host}"), SLOW, || async {
+        let answer = client
+            .get(format!("http://{ingress}/"))
+            .header("host", host)
+            .send()
+            .await
+            .ok()?;
+        (answer.status().as_u16() == 200).then_some(())
+    })
+    .await;
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
