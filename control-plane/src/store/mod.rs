@@ -81,6 +81,12 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(40);
 /// heartbeats in a row before it campaigns.
 pub const DEFAULT_ELECTION_MIN: Duration = Duration::from_millis(120);
 
+/// The shortest default request timeout. Short Raft timers make failover
+/// fast, but a write must not fail merely because one fsync or snapshot on a
+/// busy machine took longer than a few election timeouts (CI saw a 504 at
+/// 480 ms on one member); etcd's server waits 5 s plus two elections.
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a member is identified, reached and tuned.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -116,7 +122,8 @@ pub struct StoreConfig {
     pub max_payload_entries: u64,
     /// How long a write or read barrier may take, retries across leader
     /// changes included, before it fails with `NotLeader` or `Timeout`.
-    /// `None`: three times `election_max`.
+    /// `None`: [`MIN_REQUEST_TIMEOUT`] or three times `election_max`,
+    /// whichever is longer.
     pub request_timeout: Option<Duration>,
     /// How long a joining member may take to catch up before `add_member`
     /// gives up (it then stays a learner).
@@ -153,7 +160,8 @@ impl StoreConfig {
     }
 
     fn request_timeout(&self) -> Duration {
-        self.request_timeout.unwrap_or(self.election_max * 3)
+        self.request_timeout
+            .unwrap_or((self.election_max * 3).max(MIN_REQUEST_TIMEOUT))
     }
 
     fn raft_config(&self) -> Result<Config, StoreError> {
