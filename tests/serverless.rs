@@ -133,6 +133,95 @@ async fn a_step_load_scales_to_demand_and_back_to_zero_without_failures() {
     wait_for_pods(&client, "back to zero after the load", |n| n == 0).await;
 }
 
+/// A pod removed by a scale-down takes no new requests and finishes the ones
+/// it holds: 16 clients keep slow requests in flight over two pods while the
+/// deployment is scaled to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scale_down_lets_the_removed_pod_finish_its_requests() {
+    let cp = cluster().await;
+    let client = cp.client();
+    let _app = apply(&cp, "replicas = 2");
+    eventually("two ready pods", SLOW, || async {
+        let p = pods(&client).await?;
+        (p.len() == 2 && p.iter().all(|(_, _, ready)| *ready)).then_some(())
+    })
+    .await;
+    let ingress = cp.nodes[0].ingress.clone();
+    let web = http();
+    until_served(&web, &ingress, HOST).await;
+
+    // Each answer: status, the pod that served it, and when it ended.
+    type Answers = std::sync::Mutex<Vec<(u16, String, Instant)>>;
+    let answers: std::sync::Arc<Answers> = Default::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (web, ingress) = (web.clone(), ingress.clone());
+            let (answers, stop) = (answers.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (code, body) = get(&web, &ingress, "/sleep?ms=1500").await;
+                    let pod = body
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("pod="))
+                        .unwrap_or(&body)
+                        .to_string();
+                    let mut all = answers.lock().unwrap_or_else(|e| e.into_inner());
+                    all.push((code, pod, Instant::now()));
+                }
+            })
+        })
+        .collect();
+    let served_by = |answers: &Answers| {
+        let all = answers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pods: Vec<String> = all.iter().map(|(_, pod, _)| pod.clone()).collect();
+        pods.sort();
+        pods.dedup();
+        pods
+    };
+    // Both pods have answered, so the load is spread and each holds requests.
+    eventually("both pods serving", SLOW, || async {
+        (served_by(&answers).len() == 2).then_some(())
+    })
+    .await;
+    let scaled_at = Instant::now();
+    let out = cp.reef(&["scale", "deployment", "function", "--replicas", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for_pods(&client, "one pod left", |n| n == 1).await;
+    let left = pods(&client).await.unwrap_or_default();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+
+    let serving = served_by(&answers);
+    let all = answers.lock().unwrap_or_else(|e| e.into_inner());
+    let failed: Vec<_> = all.iter().filter(|(code, _, _)| *code != 200).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", cp.log_tail());
+    let removed: Vec<&String> = serving
+        .iter()
+        .filter(|p| !left.iter().any(|(name, _, _)| name == *p))
+        .collect();
+    assert_eq!(removed.len(), 1, "served by {serving:?}, left {left:?}");
+    let drained = all
+        .iter()
+        .filter(|(_, pod, ended)| pod == removed[0] && *ended > scaled_at)
+        .count();
+    assert!(
+        drained > 0,
+        "the removed pod {} answered requests it held when the scale-down began",
+        removed[0]
+    );
+    report_figure(&format!(
+        "serverless: scale-down from 2 to 1 under 16 clients: {} requests, none failed; the removed pod finished {drained} after the scale-down began",
+        all.len()
+    ));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_activation_queue_requests_get_503_and_the_rest_never_wait_past_timeout() {
     let mut cp = ControlPlane::start(1, &[]).await;
