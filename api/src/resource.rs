@@ -148,15 +148,22 @@ impl RawObject {
     pub fn typed<S: DeserializeOwned, T: DeserializeOwned + Default>(
         &self,
     ) -> Result<Object<S, T>, serde_json::Error> {
+        self.clone().into_typed()
+    }
+
+    /// [`typed`](Self::typed), moving the JSON instead of copying it.
+    pub fn into_typed<S: DeserializeOwned, T: DeserializeOwned + Default>(
+        self,
+    ) -> Result<Object<S, T>, serde_json::Error> {
         let status = if self.status.is_null() {
             T::default()
         } else {
-            serde_json::from_value(self.status.clone())?
+            serde_json::from_value(self.status)?
         };
         Ok(Object {
             kind: self.kind,
-            metadata: self.metadata.clone(),
-            spec: serde_json::from_value(self.spec.clone())?,
+            metadata: self.metadata,
+            spec: serde_json::from_value(self.spec)?,
             status,
         })
     }

@@ -61,17 +61,27 @@ const MAX_GAP: Duration = Duration::from_millis(25);
 const MIN_GAP: Duration = Duration::from_millis(1);
 
 /// Wakes `notify` on every change to the trigger's kind that matters to it,
-/// resubscribing when a watch ends.
+/// resubscribing when a watch ends. Only while this member leads: a
+/// follower's loops do not run, so it decodes no change for them (the first
+/// pass of a new leader reads everything anyway).
 fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
     let kind = trigger.kind;
     tokio::spawn(async move {
         // The projection last seen of each object, by namespace/name.
         let mut seen: HashMap<String, u64> = HashMap::new();
         loop {
+            if !registry.store().is_leader() {
+                seen.clear();
+                tokio::time::sleep(FOLLOWER_CHECK).await;
+                continue;
+            }
             let since = registry.store().revision();
             match registry.watch(kind, None, since) {
                 Ok(mut changes) => {
                     while let Some(change) = changes.recv().await {
+                        if !registry.store().is_leader() {
+                            break;
+                        }
                         let Some(projection) = trigger.projection else {
                             notify.notify_one();
                             continue;

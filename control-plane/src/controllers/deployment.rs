@@ -11,6 +11,7 @@ use rand::Rng;
 use reef_api::*;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A short, stable hash of what the pods are made from: template and labels.
 pub fn template_hash(deployment: &Deployment) -> String {
@@ -154,10 +155,10 @@ struct Quotas {
 }
 
 impl Quotas {
-    fn new(tenants: Vec<Tenant>, pods: &[Pod]) -> Quotas {
+    fn new(tenants: &[Arc<Tenant>], pods: &[Arc<Pod>]) -> Quotas {
         let limits: HashMap<String, TenantSpec> = tenants
-            .into_iter()
-            .map(|t| (t.metadata.name, t.spec))
+            .iter()
+            .map(|t| (t.metadata.name.clone(), t.spec.clone()))
             .collect();
         let mut live: HashMap<String, Usage> = HashMap::new();
         for pod in pods.iter().filter(|p| !is_finished(p)) {
@@ -206,18 +207,18 @@ fn is_finished(pod: &Pod) -> bool {
 /// Reconciles every deployment against its pods; one that fails is retried
 /// later without holding up the others.
 pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()> {
-    let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
+    let deployments: Vec<Arc<Deployment>> = registry.list_cached(Kind::Deployment)?;
     if deployments.is_empty() {
         return Ok(());
     }
-    let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
-    let nodes: Vec<Node> = registry.list_typed(Kind::Node, None)?;
+    let pods: Vec<Arc<Pod>> = registry.list_cached(Kind::Pod)?;
+    let nodes: Vec<Arc<Node>> = registry.list_cached(Kind::Node)?;
     let draining: HashSet<String> = nodes
-        .into_iter()
+        .iter()
         .filter(|n| n.spec.draining)
-        .map(|n| n.metadata.name)
+        .map(|n| n.metadata.name.clone())
         .collect();
-    let mut quotas = Quotas::new(registry.list_typed(Kind::Tenant, None)?, &pods);
+    let mut quotas = Quotas::new(&registry.list_cached(Kind::Tenant)?, &pods);
     for deployment in &deployments {
         let key = format!("{}/{}", deployment.namespace(), deployment.metadata.name);
         if !retries.due(&key) {
@@ -225,6 +226,7 @@ pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()>
         }
         let owned: Vec<&Pod> = pods
             .iter()
+            .map(|p| &**p)
             .filter(|p| {
                 p.metadata.namespace == deployment.metadata.namespace
                     && p.metadata

@@ -7,11 +7,12 @@ use crate::reconcile::Retries;
 use crate::registry::{Registry, RegistryError, Result};
 use reef_api::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The endpoints a service should have, sorted so equal sets compare equal.
 pub fn endpoints_for(
     service: &Service,
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
     node_addresses: &HashMap<String, String>,
 ) -> Vec<Endpoint> {
     let mut endpoints: Vec<Endpoint> = pods
@@ -48,7 +49,7 @@ fn selects(service: &Service, labels: &Labels) -> bool {
 }
 
 /// The autoscaled deployments whose pods the service selects, sorted.
-pub fn scalable_for(service: &Service, deployments: &[Deployment]) -> Vec<ScaleTarget> {
+pub fn scalable_for(service: &Service, deployments: &[Arc<Deployment>]) -> Vec<ScaleTarget> {
     let mut targets: Vec<ScaleTarget> = deployments
         .iter()
         .filter(|d| d.metadata.namespace == service.metadata.namespace)
@@ -84,16 +85,16 @@ pub fn node_projection(node: &RawObject) -> serde_json::Value {
 }
 
 pub async fn reconcile_all(registry: &Registry, retries: &Retries) -> Result<()> {
-    let services: Vec<Service> = registry.list_typed(Kind::Service, None)?;
+    let services: Vec<Arc<Service>> = registry.list_cached(Kind::Service)?;
     if services.is_empty() {
         return Ok(());
     }
-    let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
-    let nodes: Vec<Node> = registry.list_typed(Kind::Node, None)?;
-    let deployments: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
+    let pods: Vec<Arc<Pod>> = registry.list_cached(Kind::Pod)?;
+    let nodes: Vec<Arc<Node>> = registry.list_cached(Kind::Node)?;
+    let deployments: Vec<Arc<Deployment>> = registry.list_cached(Kind::Deployment)?;
     let addresses: HashMap<String, String> = nodes
-        .into_iter()
-        .map(|n| (n.metadata.name, n.spec.address))
+        .iter()
+        .map(|n| (n.metadata.name.clone(), n.spec.address.clone()))
         .collect();
     for service in &services {
         let key = format!("{}/{}", service.namespace(), service.metadata.name);

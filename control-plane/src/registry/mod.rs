@@ -10,6 +10,9 @@ mod admission;
 mod batch;
 mod blobs;
 mod error;
+mod informer;
+#[cfg(test)]
+mod informer_tests;
 mod watch;
 
 pub use admission::blob_claim_key;
@@ -98,6 +101,7 @@ pub fn new_uid() -> String {
 pub struct Registry {
     store: Arc<Store>,
     decoded: Arc<watch::Decoded>,
+    informers: Arc<informer::Informers>,
 }
 
 impl Registry {
@@ -105,6 +109,7 @@ impl Registry {
         Registry {
             store,
             decoded: Arc::default(),
+            informers: Arc::default(),
         }
     }
 
@@ -160,6 +165,18 @@ impl Registry {
                 }
             })
             .collect())
+    }
+
+    /// What [`list_typed`](Self::list_typed) gives for the whole kind, from
+    /// objects kept decoded in memory (`informer`) rather than a scan: every
+    /// write applied on this member before the call is in. For loops that
+    /// read whole kinds on every pass.
+    pub fn list_cached<S, T>(&self, kind: Kind) -> Result<Vec<Arc<Object<S, T>>>>
+    where
+        S: serde::de::DeserializeOwned + Send + Sync + 'static,
+        T: serde::de::DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        self.informers.list(&self.store, kind)
     }
 
     pub fn namespace_exists(&self, namespace: &str) -> Result<bool> {

@@ -14,6 +14,7 @@ use plan::{Decision, NodeView, Policy};
 use reef_api::events::{event_name, event_object, fold};
 use reef_api::{Kind, Node, ObjectRef, Phase, Pod, RawObject};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Binds (and events) written at once; the store batches them into entries.
@@ -87,9 +88,9 @@ impl Scheduler {
 
     /// One scheduling pass over every unbound pod.
     pub async fn pass(&self) -> Result<()> {
-        let nodes: Vec<Node> = self.registry.list_typed(Kind::Node, None)?;
-        let pods: Vec<Pod> = self.registry.list_typed(Kind::Pod, None)?;
-        let mut views: Vec<NodeView> = nodes.iter().map(NodeView::new).collect();
+        let nodes: Vec<Arc<Node>> = self.registry.list_cached(Kind::Node)?;
+        let pods: Vec<Arc<Pod>> = self.registry.list_cached(Kind::Pod)?;
+        let mut views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
         let index: HashMap<String, usize> = views
             .iter()
             .enumerate()
@@ -106,7 +107,7 @@ impl Scheduler {
                         views[i].claim(pod);
                     }
                 }
-                None => pending.push(pod),
+                None => pending.push(&**pod),
             }
         }
         if pending.is_empty() {

@@ -329,6 +329,15 @@ impl Store {
         self.shared.current_revision()
     }
 
+    /// A revision whose events have all reached the watchers' channels (the
+    /// state machine raises the revision and publishes under one lock), so a
+    /// watcher that drains its channel after this call has seen every write
+    /// applied before it.
+    pub fn published_revision(&self) -> Revision {
+        let _hub = self.shared.hub();
+        self.shared.current_revision()
+    }
+
     /// Waits until this member has applied every write up to `revision`.
     pub async fn wait_for_revision(
         &self,

@@ -1,0 +1,148 @@
+//! Decoded objects of a kind kept in memory and brought up to date from the
+//! store's watch, as kube-rs' reflector keeps them: a loop's pass reads them
+//! instead of scanning RocksDB and decoding the whole kind each time. With
+//! ten thousand Services under a write load, that scan and decode was most of
+//! the leader's CPU (the endpoints loop runs a pass per change).
+//!
+//! An informer is only brought up to date when read, so a member whose loops
+//! do not run (a follower) pays nothing but the memory of its last read: its
+//! watch is cut off once it falls behind, and the next read relists.
+
+use super::{decode, prefix, Result};
+use crate::store::{EventKind, Store, WatchEvent};
+use reef_api::{Kind, Object};
+use serde::de::DeserializeOwned;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::mpsc::{error::TryRecvError, Receiver};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One kind's objects, typed, by store key.
+struct Informer<S, T> {
+    kind: Kind,
+    state: Mutex<State<S, T>>,
+}
+
+struct State<S, T> {
+    objects: BTreeMap<String, Arc<Object<S, T>>>,
+    /// The watch that keeps `objects` current; `None` before the first read
+    /// and once the store has cut it off.
+    events: Option<Receiver<Arc<WatchEvent>>>,
+}
+
+/// Decodes a stored value as `Object<S, T>`; one that does not match the
+/// kind's schema is logged and left out, so it cannot stop a loop.
+fn typed<S, T>(kind: Kind, key: &str, raw: Result<reef_api::RawObject>) -> Option<Object<S, T>>
+where
+    S: DeserializeOwned,
+    T: DeserializeOwned + Default,
+{
+    match raw.and_then(|raw| Ok(raw.into_typed()?)) {
+        Ok(object) => Some(object),
+        Err(e) => {
+            tracing::warn!(kind = %kind, key, "skipping undecodable object: {e}");
+            None
+        }
+    }
+}
+
+impl<S, T> Informer<S, T>
+where
+    S: DeserializeOwned,
+    T: DeserializeOwned + Default,
+{
+    fn new(kind: Kind) -> Self {
+        Informer {
+            kind,
+            state: Mutex::new(State {
+                objects: BTreeMap::new(),
+                events: None,
+            }),
+        }
+    }
+
+    /// Every object as this member has applied it, at least up to the call.
+    fn list(&self, store: &Store) -> Result<Vec<Arc<Object<S, T>>>> {
+        let mut state = lock(&self.state);
+        let State { objects, events } = &mut *state;
+        // After this, every write applied before the call is in the channel.
+        store.published_revision();
+        loop {
+            let Some(receiver) = events.as_mut() else {
+                *events = Some(self.relist(store, objects)?);
+                continue;
+            };
+            match receiver.try_recv() {
+                Ok(event) => self.apply(objects, &event),
+                Err(TryRecvError::Empty) => break,
+                // Fell behind (or a snapshot replaced the state): start over.
+                Err(TryRecvError::Disconnected) => *events = None,
+            }
+        }
+        Ok(objects.values().cloned().collect())
+    }
+
+    /// Reads the whole kind and watches it from the revision read.
+    fn relist(
+        &self,
+        store: &Store,
+        objects: &mut BTreeMap<String, Arc<Object<S, T>>>,
+    ) -> Result<Receiver<Arc<WatchEvent>>> {
+        let prefix = prefix(self.kind, None);
+        let (kvs, revision) = store.range(&prefix)?;
+        objects.clear();
+        for kv in &kvs {
+            if let Some(object) = typed(self.kind, &kv.key, decode(kv)) {
+                objects.insert(kv.key.clone(), Arc::new(object));
+            }
+        }
+        Ok(store.watch(&prefix, revision)?)
+    }
+
+    fn apply(&self, objects: &mut BTreeMap<String, Arc<Object<S, T>>>, event: &WatchEvent) {
+        let key = &event.kv.key;
+        match event.kind {
+            EventKind::Delete => {
+                objects.remove(key);
+            }
+            EventKind::Put => match typed(self.kind, key, decode(&event.kv)) {
+                Some(object) => {
+                    objects.insert(key.clone(), Arc::new(object));
+                }
+                None => {
+                    objects.remove(key);
+                }
+            },
+        }
+    }
+}
+
+/// The informers of one registry, made on first use, one per kind and type.
+#[derive(Default)]
+pub(crate) struct Informers {
+    by_kind: Mutex<HashMap<(Kind, TypeId), Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Informers {
+    pub(crate) fn list<S, T>(&self, store: &Store, kind: Kind) -> Result<Vec<Arc<Object<S, T>>>>
+    where
+        S: DeserializeOwned + Send + Sync + 'static,
+        T: DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        let any = lock(&self.by_kind)
+            .entry((kind, TypeId::of::<Object<S, T>>()))
+            .or_insert_with(|| Arc::new(Informer::<S, T>::new(kind)))
+            .clone();
+        match any.downcast::<Informer<S, T>>() {
+            Ok(informer) => informer.list(store),
+            // Cannot happen: the key holds the type.
+            Err(_) => Err(super::RegistryError::Internal(format!(
+                "informer of {kind} has another type"
+            ))),
+        }
+    }
+}
