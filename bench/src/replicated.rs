@@ -338,20 +338,25 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
     println!("| run | killed member | kill → first acknowledged write (ms) |");
     println!("|---|---|---|");
     for run in 0..runs {
-        let mut leader = None;
+        // Every member must name the same leader: a member just restarted
+        // may still name the one before, and killing a follower measures
+        // nothing.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while leader.is_none() {
+        let leader = loop {
+            let mut named = Vec::new();
             for ask in 0..3 {
-                if let Some(l) = cluster.leader(&http, ask).await {
-                    leader = Some(l);
-                    break;
+                named.push(cluster.leader(&http, ask).await);
+            }
+            if let Some(Some(first)) = named.first().copied() {
+                if named.iter().all(|n| *n == Some(first)) {
+                    break first;
                 }
             }
             if Instant::now() > deadline {
-                bail!("no leader");
+                bail!("the members do not agree on a leader: {named:?}");
             }
-        }
-        let leader = leader.unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         let survivors: Vec<String> = (0..3)
             .filter(|i| *i != leader)
             .map(|i| cluster.urls[i].clone())

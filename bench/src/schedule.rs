@@ -25,8 +25,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Pod names start with this, so the watch ignores anything else.
 const PREFIX: &str = "sched-";
-/// A syntactically valid digest; no blob is uploaded and no agent ever fetches it.
-const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 const NODE_CPU: &str = "4";
 const NODE_MEMORY: &str = "8Gi";
 const NODE_PODS: u64 = 110;
@@ -416,6 +414,22 @@ async fn run_once(reef: &Path, options: &Options) -> anyhow::Result<RunResult> {
         )
         .await?;
     }
+    // A namespace's pods may only name components uploaded into it; the
+    // simulated nodes never fetch them.
+    let wasm = std::fs::read(crate::examples_dir().join("hello/hello.wasm"))
+        .context("examples/hello/hello.wasm (run examples/build.sh)")?;
+    let digest = reef_api::digest_of(&wasm);
+    for ns in &namespace_names {
+        let response = http
+            .put(format!("{}/api/v1/blobs/{digest}?namespace={ns}", cp.url))
+            .bearer_auth(&cp.token)
+            .body(wasm.clone())
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("uploading the component to {ns}: {}", response.status());
+        }
+    }
     let seen = Arc::new(Mutex::new(Seen::default()));
     let list = get_json(&http, &format!("{}/api/v1/pods", cp.url), &cp.token).await?;
     let since = list["resource_version"]
@@ -450,7 +464,7 @@ async fn run_once(reef: &Path, options: &Options) -> anyhow::Result<RunResult> {
                 json!({
                     "kind": "Pod",
                     "metadata": {"name": pod_name(i), "namespace": namespace},
-                    "spec": {"component": DIGEST, "cpu": POD_CPU, "memory": POD_MEMORY},
+                    "spec": {"component": digest, "cpu": POD_CPU, "memory": POD_MEMORY},
                 })
             })
             .collect();
