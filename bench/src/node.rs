@@ -188,10 +188,25 @@ pub(crate) async fn upload(
     http: &reqwest::Client,
     wasm: &[u8],
 ) -> anyhow::Result<String> {
+    upload_to(http, &pair.api, &pair.token, wasm, None).await
+}
+
+/// Uploads a component through the API at `api` (into `namespace`, as the
+/// admin may); returns its digest.
+pub(crate) async fn upload_to(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    wasm: &[u8],
+    namespace: Option<&str>,
+) -> anyhow::Result<String> {
     let digest = reef_api::digest_of(wasm);
+    let query = namespace
+        .map(|ns| format!("?namespace={ns}"))
+        .unwrap_or_default();
     let response = http
-        .put(format!("{}/api/v1/blobs/{digest}", pair.api))
-        .bearer_auth(&pair.token)
+        .put(format!("{api}/api/v1/blobs/{digest}{query}"))
+        .bearer_auth(token)
         .body(wasm.to_vec())
         .send()
         .await?;

@@ -418,17 +418,9 @@ async fn run_once(reef: &Path, options: &Options) -> anyhow::Result<RunResult> {
     // simulated nodes never fetch them.
     let wasm = std::fs::read(crate::examples_dir().join("hello/hello.wasm"))
         .context("examples/hello/hello.wasm (run examples/build.sh)")?;
-    let digest = reef_api::digest_of(&wasm);
+    let mut digest = reef_api::digest_of(&wasm);
     for ns in &namespace_names {
-        let response = http
-            .put(format!("{}/api/v1/blobs/{digest}?namespace={ns}", cp.url))
-            .bearer_auth(&cp.token)
-            .body(wasm.clone())
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("uploading the component to {ns}: {}", response.status());
-        }
+        digest = crate::node::upload_to(&http, &cp.url, &cp.token, &wasm, Some(ns)).await?;
     }
     let seen = Arc::new(Mutex::new(Seen::default()));
     let list = get_json(&http, &format!("{}/api/v1/pods", cp.url), &cp.token).await?;
