@@ -13,6 +13,7 @@ use board::{DeploymentKey, LoadBoard};
 use decide::{Observation, Scaler};
 use reef_api::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the autoscaler samples the board: the panic window (6 s by
@@ -50,8 +51,8 @@ async fn pass(
     scalers: &mut HashMap<DeploymentKey, Scaler>,
 ) -> Result<()> {
     let now = Instant::now();
-    let all: Vec<Deployment> = registry.list_typed(Kind::Deployment, None)?;
-    let deployments: Vec<Deployment> = all
+    let all: Vec<Arc<Deployment>> = registry.list_cached(Kind::Deployment)?;
+    let deployments: Vec<Arc<Deployment>> = all
         .into_iter()
         .filter(|d| d.spec.autoscale.is_some())
         .collect();
@@ -88,7 +89,7 @@ async fn pass(
         if decision.desired == current && deployment.status.autoscale.is_some() {
             continue;
         }
-        if let Err(e) = scale(registry, deployment, current, &decision).await {
+        if let Err(e) = scale(registry, (*deployment).clone(), current, &decision).await {
             tracing::warn!("autoscaler: {e}");
         }
     }

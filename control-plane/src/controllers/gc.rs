@@ -3,6 +3,7 @@
 use crate::registry::{Registry, RegistryError, Result};
 use reef_api::*;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// What of a pod this controller looks at: its owner (status churn is not).
 pub fn pod_projection(pod: &RawObject) -> serde_json::Value {
@@ -10,12 +11,12 @@ pub fn pod_projection(pod: &RawObject) -> serde_json::Value {
 }
 
 pub async fn reconcile_all(registry: &Registry) -> Result<()> {
-    let (deployments, _) = registry.list(Kind::Deployment, None)?;
+    let deployments: Vec<Arc<RawObject>> = registry.list_cached(Kind::Deployment)?;
     let owners: HashSet<&str> = deployments
         .iter()
         .map(|d| d.metadata.uid.as_str())
         .collect();
-    let (pods, _) = registry.list(Kind::Pod, None)?;
+    let pods: Vec<Arc<RawObject>> = registry.list_cached(Kind::Pod)?;
     for pod in pods {
         let Some(owner) = &pod.metadata.owner else {
             continue;

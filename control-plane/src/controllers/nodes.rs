@@ -11,7 +11,7 @@ use crate::events::{self, Occurrence};
 use crate::registry::{BatchWrite, Registry, RegistryError, Result};
 use reef_api::*;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The Ready condition's status: what a node's own writes change besides its lease.
@@ -53,7 +53,7 @@ impl NodeLifecycle {
     }
 
     /// Nodes whose lease has not changed for longer than the grace period.
-    fn expired(&self, term: u64, nodes: &[Node]) -> Vec<String> {
+    fn expired(&self, term: u64, nodes: &[Arc<Node>]) -> Vec<String> {
         let mut seen = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if seen.term != term {
             // A new leadership: every grace period starts now.
@@ -83,7 +83,7 @@ impl NodeLifecycle {
     }
 
     pub async fn pass(&self, registry: &Registry) -> Result<()> {
-        let nodes: Vec<Node> = registry.list_typed(Kind::Node, None)?;
+        let nodes: Vec<Arc<Node>> = registry.list_cached(Kind::Node)?;
         let term = registry.store().progress().term;
         let lost = self.expired(term, &nodes);
         if lost.is_empty() {
@@ -98,7 +98,7 @@ impl NodeLifecycle {
                 }
             }
         }
-        let pods: Vec<Pod> = registry.list_typed(Kind::Pod, None)?;
+        let pods: Vec<Arc<Pod>> = registry.list_cached(Kind::Pod)?;
         let mut writes = Vec::new();
         let mut evicted = Vec::new();
         for pod in &pods {
@@ -108,7 +108,7 @@ impl NodeLifecycle {
                 continue;
             }
             let node = pod.spec.node.clone().unwrap_or_default();
-            let mut failed = pod.clone();
+            let mut failed = (**pod).clone();
             failed.status = PodStatus {
                 phase: Phase::Failed,
                 ready: false,
