@@ -31,6 +31,27 @@ fn both(registry: &Registry) -> anyhow::Result<(Vec<Service>, Vec<Service>)> {
     Ok((cached, scanned))
 }
 
+/// Writes Services straight into the store, past admission, as one transaction.
+async fn write_raw(registry: &Registry, services: &[RawObject]) -> anyhow::Result<()> {
+    let ops = services
+        .iter()
+        .map(|s| {
+            Ok(Op::Put {
+                key: key(Kind::Service, Some("default"), &s.metadata.name),
+                value: serde_json::to_vec(s)?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    registry
+        .store()
+        .txn(Txn {
+            checks: vec![],
+            ops,
+        })
+        .await?;
+    Ok(())
+}
+
 fn names(services: &[Service]) -> Vec<&str> {
     services.iter().map(|s| s.metadata.name.as_str()).collect()
 }
@@ -74,22 +95,10 @@ async fn an_informer_cut_off_for_falling_behind_relists() -> anyhow::Result<()> 
     // More changes than a watcher may fall behind by, unread: the store cuts
     // the informer's watch off, and the next read must notice and relist.
     for batch in 0..2 {
-        let ops = (0..700)
-            .map(|i| {
-                let name = format!("s{batch}-{i:03}");
-                Ok(Op::Put {
-                    key: key(Kind::Service, Some("default"), &name),
-                    value: serde_json::to_vec(&service(&name, "/"))?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        registry
-            .store()
-            .txn(Txn {
-                checks: vec![],
-                ops,
-            })
-            .await?;
+        let services: Vec<RawObject> = (0..700)
+            .map(|i| service(&format!("s{batch}-{i:03}"), "/"))
+            .collect();
+        write_raw(&registry, &services).await?;
     }
     let (cached, scanned) = both(&registry)?;
     assert_eq!(cached.len(), 1400);
@@ -108,16 +117,7 @@ async fn an_undecodable_object_is_left_out_not_fatal() -> anyhow::Result<()> {
     both(&registry)?;
     let mut broken = service("broken", "/");
     broken.spec = json!({"selector": "not a map"});
-    registry
-        .store()
-        .txn(Txn {
-            checks: vec![],
-            ops: vec![Op::Put {
-                key: key(Kind::Service, Some("default"), "broken"),
-                value: serde_json::to_vec(&broken)?,
-            }],
-        })
-        .await?;
+    write_raw(&registry, &[broken]).await?;
     let (cached, scanned) = both(&registry)?;
     assert_eq!(names(&cached), ["good"]);
     assert_eq!(cached, scanned);

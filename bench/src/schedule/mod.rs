@@ -12,16 +12,22 @@
 //! scheduler binds a few thousand pods at once (`--namespaces 1` shows that; binds
 //! then seen only through a relist are counted as "late").
 
+mod control_plane;
+mod sim_nodes;
+mod watch;
+
 use crate::proc::{cpu_seconds, rss_mib};
 use crate::replicated::{free_port, wait_for_file, Processes};
 use anyhow::{bail, Context};
+use control_plane::{get_json, put, ControlPlane};
 use reef_api::quantity::{Cpu, Memory};
 use serde_json::{json, Value};
+use sim_nodes::{register_nodes, renew_leases, LeaseStats};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use watch::{watch_pods, Seen};
 
 /// Pod names start with this, so the watch ignores anything else.
 const PREFIX: &str = "sched-";
@@ -43,301 +49,13 @@ pub struct Options {
     pub namespaces: usize,
 }
 
-struct ControlPlane {
-    home: tempfile::TempDir,
-    processes: Processes,
-    url: String,
-    token: String,
-    pid: u32,
-    node_grace: Option<&'static str>,
-}
-
-impl ControlPlane {
-    async fn start(reef: &Path) -> anyhow::Result<ControlPlane> {
-        let home = tempfile::tempdir()?;
-        let dir = home.path().join("m1");
-        std::fs::create_dir_all(&dir)?;
-        let address = format!("127.0.0.1:{}", free_port()?);
-        // A node-lifecycle controller, where there is one, must not evict the
-        // simulated nodes because a renewal was late on a saturated machine.
-        let help = Command::new(reef)
-            .args(["control-plane", "--help"])
-            .output()
-            .context("running reef control-plane --help")?;
-        let node_grace = String::from_utf8_lossy(&help.stdout)
-            .contains("--node-grace")
-            .then_some("300s");
-        let log = std::fs::File::create(home.path().join("control-plane.log"))?;
-        let mut cmd = Command::new(reef);
-        cmd.args(["control-plane", "--id", "1", "--init", "--listen", &address])
-            .arg("--data-dir")
-            .arg(&dir)
-            // The scheduler logs one line per pass that bound pods.
-            .env("RUST_LOG", "warn,reef_control_plane::scheduler=info")
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(grace) = node_grace {
-            cmd.args(["--node-grace", grace]);
-        }
-        let child = cmd.spawn().context("starting reef control-plane")?;
-        let pid = child.id();
-        let processes = Processes(vec![Some(child)]);
-        wait_for_file(&dir.join("admin.token"), Duration::from_secs(120)).await?;
-        let token = std::fs::read_to_string(dir.join("admin.token"))?
-            .trim()
-            .to_string();
-        let url = format!("http://{address}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !reqwest::get(format!("{url}/readyz"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            if Instant::now() > deadline {
-                bail!("the control plane did not become ready");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(ControlPlane {
-            home,
-            processes,
-            url,
-            token,
-            pid,
-            node_grace,
-        })
-    }
-
-    fn log_path(&self) -> PathBuf {
-        self.home.path().join("control-plane.log")
-    }
-}
-
 /// "2026-11-25T18:41:07.840554Z" (UTC, as tracing writes it) to a time.
 fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(s).ok()
 }
 
-fn node_name(i: usize) -> String {
-    format!("sim-{i:04}")
-}
-
 fn pod_name(i: usize) -> String {
     format!("{PREFIX}pod-{i:05}")
-}
-
-fn ready_status() -> Value {
-    json!({
-        "conditions": [{"type": "Ready", "status": "True", "reason": "Simulated"}],
-        "lease": reef_api::now_rfc3339(),
-    })
-}
-
-async fn put(http: &reqwest::Client, url: &str, token: &str, body: &Value) -> anyhow::Result<()> {
-    let response = http.put(url).bearer_auth(token).json(body).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "PUT {url}: {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
-    Ok(())
-}
-
-async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<Value> {
-    let response = http.get(url).bearer_auth(token).send().await?;
-    let status = response.status();
-    if !status.is_success() {
-        bail!(
-            "GET {url}: {status}: {}",
-            response.text().await.unwrap_or_default()
-        );
-    }
-    Ok(response.json().await?)
-}
-
-/// Creates every node object and marks it Ready with a fresh lease, 32 at a time.
-async fn register_nodes(
-    http: &reqwest::Client,
-    cp: &ControlPlane,
-    nodes: usize,
-) -> anyhow::Result<()> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..nodes {
-        let permit = limit.clone().acquire_owned().await?;
-        let (http, base, token) = (http.clone(), cp.url.clone(), cp.token.clone());
-        tasks.spawn(async move {
-            let _permit = permit;
-            let name = node_name(i);
-            let resources = json!({"cpu": NODE_CPU, "memory": NODE_MEMORY, "pods": NODE_PODS});
-            let node = json!({
-                "kind": "Node",
-                "metadata": {"name": name},
-                "spec": {
-                    "address": "", "ingress": "",
-                    "capacity": resources, "allocatable": resources,
-                    "runtimes": ["wasmtime"],
-                },
-            });
-            put(&http, &format!("{base}/api/v1/nodes/{name}"), &token, &node).await?;
-            put(
-                &http,
-                &format!("{base}/api/v1/nodes/{name}/status"),
-                &token,
-                &ready_status(),
-            )
-            .await
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    Ok(())
-}
-
-#[derive(Default)]
-struct LeaseStats {
-    ok: u64,
-    failed: u64,
-    /// Longest time between two successful renewals of one node.
-    max_gap: Duration,
-    last_ok: HashMap<usize, Instant>,
-}
-
-/// Renews every node's lease once per `LEASE_PERIOD`, spread evenly over the period
-/// (as independent agents would), until aborted.
-async fn renew_leases(
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    nodes: usize,
-    stats: Arc<Mutex<LeaseStats>>,
-) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(64));
-    let mut tick = tokio::time::interval(LEASE_PERIOD / nodes.max(1) as u32);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let registered = Instant::now();
-    {
-        let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..nodes {
-            s.last_ok.insert(i, registered);
-        }
-    }
-    for i in (0..nodes).cycle() {
-        tick.tick().await;
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let (http, base, token, stats) = (http.clone(), base.clone(), token.clone(), stats.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let url = format!("{base}/api/v1/nodes/{}/status", node_name(i));
-            let ok = put(&http, &url, &token, &ready_status()).await.is_ok();
-            let now = Instant::now();
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            if ok {
-                s.ok += 1;
-                if let Some(last) = s.last_ok.insert(i, now) {
-                    s.max_gap = s.max_gap.max(now - last);
-                }
-            } else {
-                s.failed += 1;
-            }
-        });
-    }
-}
-
-#[derive(Default)]
-struct Seen {
-    /// When the watch delivered each pod bound, and to which node.
-    bound: HashMap<String, (Instant, String)>,
-    /// Bound pods first seen in a relist rather than a watch event (timestamps late).
-    late: usize,
-    reconnects: usize,
-    relists: usize,
-}
-
-/// Follows one namespace's pods (`…/pods?watch=1`) from `since`, resuming after a
-/// dropped stream and relisting on 410, until aborted.
-async fn watch_pods(
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    namespace: String,
-    mut since: u64,
-    seen: Arc<Mutex<Seen>>,
-) {
-    let list_url = format!("{base}/api/v1/namespaces/{namespace}/pods");
-    let mut first = true;
-    loop {
-        if !first {
-            seen.lock().unwrap_or_else(|e| e.into_inner()).reconnects += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        first = false;
-        let url = format!("{list_url}?watch=1&since={since}");
-        let Ok(mut response) = http.get(&url).bearer_auth(&token).send().await else {
-            continue;
-        };
-        if response.status().as_u16() == 410 {
-            if let Ok(list) = get_json(&http, &list_url, &token).await {
-                let now = Instant::now();
-                let mut s = seen.lock().unwrap_or_else(|e| e.into_inner());
-                s.relists += 1;
-                for pod in list["items"].as_array().into_iter().flatten() {
-                    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-                    if let (true, Some(node)) =
-                        (name.starts_with(PREFIX), pod["spec"]["node"].as_str())
-                    {
-                        if !s.bound.contains_key(name) {
-                            s.bound.insert(name.to_string(), (now, node.to_string()));
-                            s.late += 1;
-                        }
-                    }
-                }
-                since = list["resource_version"].as_u64().unwrap_or(since);
-            }
-            continue;
-        }
-        if !response.status().is_success() {
-            continue;
-        }
-        let mut buffer: Vec<u8> = Vec::new();
-        while let Ok(Some(chunk)) = response.chunk().await {
-            buffer.extend_from_slice(&chunk);
-            let now = Instant::now();
-            let mut consumed = 0;
-            while let Some(end) = buffer[consumed..].iter().position(|b| *b == b'\n') {
-                let line = &buffer[consumed..consumed + end];
-                consumed += end + 1;
-                let Ok(event) = serde_json::from_slice::<Value>(line) else {
-                    continue;
-                };
-                let object = &event["object"];
-                if let Some(rev) = object["metadata"]["resource_version"].as_u64() {
-                    // Events of one transaction share a revision: resume one below the
-                    // newest seen so a stream cut mid-transaction loses nothing
-                    // (repeats are ignored below).
-                    since = since.max(rev.saturating_sub(1));
-                }
-                if event["type"] == "BOOKMARK" {
-                    continue;
-                }
-                let name = object["metadata"]["name"].as_str().unwrap_or_default();
-                if let (true, Some(node)) =
-                    (name.starts_with(PREFIX), object["spec"]["node"].as_str())
-                {
-                    seen.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .bound
-                        .entry(name.to_string())
-                        .or_insert_with(|| (now, node.to_string()));
-                }
-            }
-            buffer.drain(..consumed);
-        }
-    }
 }
 
 /// A quantity the server returns as a string ("100m", "64Mi") or a plain number.
