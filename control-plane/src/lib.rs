@@ -11,7 +11,6 @@ pub mod credentials;
 pub mod events;
 pub mod member;
 pub mod quota;
-mod recent;
 mod reconcile;
 pub mod registry;
 pub mod scheduler;

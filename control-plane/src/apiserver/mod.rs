@@ -49,7 +49,6 @@ pub struct ApiState {
     pub max_blob_size: usize,
     pub bookmark_interval: Duration,
     pub watches: watch::WatchLimits,
-    pub frames: watch::Frames,
     /// Node proxies' load reports, for the autoscaler.
     pub load: LoadBoard,
 }
@@ -275,7 +274,6 @@ pub fn router(registry: Registry, config: ApiConfig, load: LoadBoard) -> Router 
         max_blob_size: config.max_blob_size,
         bookmark_interval: config.bookmark_interval,
         watches: watch::WatchLimits::new(config.max_watches_per_token),
-        frames: watch::Frames::default(),
         load,
     });
     let blob_limit = state.max_blob_size + (1 << 20);

@@ -6,7 +6,7 @@ use super::error::{ApiFailure, ApiResult};
 use super::filter::Filter;
 use super::objects::Target;
 use super::{ApiState, Caller};
-use crate::registry::{Change, RegistryError};
+use crate::registry::RegistryError;
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::Response;
@@ -15,19 +15,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
-
-use crate::recent::Recent;
-use crate::store::Revision;
-
-/// Encoded frames of recent changes, shared by every stream: a thousand
-/// watchers of a change encode it once.
-pub struct Frames(Recent<(Revision, String, bool), Bytes>);
-
-impl Default for Frames {
-    fn default() -> Self {
-        Frames(Recent::new(4096))
-    }
-}
 
 /// Open watch streams per token: each holds a task, a channel and a share of
 /// the store's fan-out, so one caller must not open them without end.
@@ -78,6 +65,16 @@ impl WatchLimits {
     }
 }
 
+/// Events already waiting are sent in one write of up to this many bytes:
+/// a watcher that is behind catches up in few large writes.
+const CHUNK_BYTES: usize = 64 << 10;
+/// Writes waiting for the client: with `CHUNK_BYTES`, what a stream that
+/// is not read holds before it stops taking events (and, once the store's
+/// history has moved past it, is closed).
+const CHUNKS_QUEUED: usize = 4;
+/// How long a stream waits for its client to take a write before ending.
+const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub fn stream(
     state: Arc<ApiState>,
     caller: &Caller,
@@ -101,7 +98,7 @@ pub fn stream(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     let bookmark_every = state.bookmark_interval;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(CHUNKS_QUEUED);
     tokio::spawn(async move {
         let _permit = permit;
         // The last revision this stream has fully delivered: a safe resume point.
@@ -109,29 +106,25 @@ pub fn stream(
         let mut ticker = tokio::time::interval(bookmark_every);
         ticker.tick().await;
         loop {
-            let framed = tokio::select! {
-                change = changes.recv() => match change {
-                    Some(Change { kind, object, revision }) => {
-                        delivered = revision;
-                        if !filter.matches(&object) {
-                            continue;
+            let chunk = tokio::select! {
+                change = changes.recv() => {
+                    // The store closed the watch (it fell behind the history, or
+                    // a snapshot replaced the state): end it, the client resumes.
+                    let Some(first) = change else { break };
+                    // Whatever else is already there goes in the same write.
+                    let mut chunk = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(change) = next {
+                        delivered = change.revision;
+                        if filter.matches(&change.object) {
+                            push_frame(&mut chunk, change.json(), sse);
                         }
-                        let id = format!(
-                            "{}/{}/{}",
-                            object.kind,
-                            object.metadata.namespace.as_deref().unwrap_or_default(),
-                            object.metadata.name
-                        );
-                        let made = state.frames.0.get_or_make::<Infallible>((revision, id, sse), || {
-                            let object = serde_json::to_value(&*object).unwrap_or_default();
-                            Ok(frame(&WatchEvent { kind, object }, sse))
-                        });
-                        match made {
-                            Ok(bytes) => bytes,
-                        }
+                        next = if chunk.len() < CHUNK_BYTES { changes.try_recv() } else { None };
                     }
-                    // The store dropped a watcher that fell behind: end the stream, the client resumes.
-                    None => break,
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    Bytes::from(chunk)
                 },
                 _ = ticker.tick() => {
                     // A member cut off from the quorum must not keep a watcher on a
@@ -143,11 +136,15 @@ pub fn stream(
                         kind: WatchEventType::Bookmark,
                         object: json!({"metadata": {"resource_version": delivered}}),
                     };
-                    frame(&bookmark, sse)
+                    let mut chunk = Vec::new();
+                    push_frame(&mut chunk, &serde_json::to_vec(&bookmark).unwrap_or_default(), sse);
+                    Bytes::from(chunk)
                 }
             };
-            if tx.send(Ok(framed)).await.is_err() {
-                break;
+            // A client that takes nothing for this long is cut off.
+            match tokio::time::timeout(STALLED_CLIENT, tx.send(Ok(chunk))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => break,
             }
         }
     });
@@ -167,11 +164,14 @@ pub fn stream(
     Ok(response)
 }
 
-fn frame(event: &WatchEvent, sse: bool) -> Bytes {
-    let json = serde_json::to_string(event).unwrap_or_default();
+/// One event in the stream's framing: a JSON line, or a server-sent event.
+fn push_frame(chunk: &mut Vec<u8>, json: &[u8], sse: bool) {
     if sse {
-        Bytes::from(format!("data: {json}\n\n"))
+        chunk.extend_from_slice(b"data: ");
+        chunk.extend_from_slice(json);
+        chunk.extend_from_slice(b"\n\n");
     } else {
-        Bytes::from(format!("{json}\n"))
+        chunk.extend_from_slice(json);
+        chunk.push(b'\n');
     }
 }

@@ -9,13 +9,13 @@
 //! watch is cut off once it falls behind, and the next read relists.
 
 use super::{decode, prefix, Result};
-use crate::store::{EventKind, Store, WatchEvent};
+use crate::store::{EventKind, Store, Watch, WatchEvent};
 use reef_api::{Kind, Object};
 use serde::de::DeserializeOwned;
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::mpsc::{error::TryRecvError, Receiver};
+use tokio::sync::mpsc::error::TryRecvError;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -31,7 +31,7 @@ struct State<S, T> {
     objects: BTreeMap<String, Arc<Object<S, T>>>,
     /// The watch that keeps `objects` current; `None` before the first read
     /// and once the store has cut it off.
-    events: Option<Receiver<Arc<WatchEvent>>>,
+    events: Option<Watch>,
 }
 
 /// Decodes a stored value as `Object<S, T>`; one that does not match the
@@ -91,7 +91,7 @@ where
         &self,
         store: &Store,
         objects: &mut BTreeMap<String, Arc<Object<S, T>>>,
-    ) -> Result<Receiver<Arc<WatchEvent>>> {
+    ) -> Result<Watch> {
         let prefix = prefix(self.kind, None);
         let (kvs, revision) = store.range(&prefix)?;
         objects.clear();

@@ -17,7 +17,7 @@ mod watch;
 
 pub use admission::blob_claim_key;
 pub use error::{read_error, RegistryError, Result};
-pub use watch::Change;
+pub use watch::{Change, Changes};
 
 use crate::store::{Check, KeyValue, Op, Revision, Store, Txn};
 use admission::Pending;
@@ -100,7 +100,6 @@ pub fn new_uid() -> String {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<Store>,
-    decoded: Arc<watch::Decoded>,
     informers: Arc<informer::Informers>,
 }
 
@@ -108,7 +107,6 @@ impl Registry {
     pub fn new(store: Arc<Store>) -> Registry {
         Registry {
             store,
-            decoded: Arc::default(),
             informers: Arc::default(),
         }
     }

@@ -2,10 +2,9 @@
 //! loops wake on.
 
 use super::{decode, prefix, Registry, Result};
-use crate::recent::Recent;
-use crate::store::{EventKind, Revision, WatchEvent};
+use crate::store::{EventKind, Revision, Watch, WatchEvent};
 use reef_api::{Kind, RawObject, WatchEventType};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// A change to one object, as watchers see it.
 #[derive(Clone, Debug)]
@@ -14,72 +13,104 @@ pub struct Change {
     /// Shared by every watcher of this change.
     pub object: Arc<RawObject>,
     pub revision: Revision,
+    decoded: Arc<Decoded>,
 }
 
-/// Recent changes' decoded objects, shared by all watchers: a thousand
-/// watchers of a kind decode each change once, not a thousand times.
-pub(crate) struct Decoded(Recent<(Revision, String), Arc<RawObject>>);
-
-/// Decoded changes kept for watchers that are a little behind.
-const DECODED_KEPT: usize = 4096;
-
-impl Default for Decoded {
-    fn default() -> Self {
-        Decoded(Recent::new(DECODED_KEPT))
+impl Change {
+    /// The change as one JSON watch event (`reef_api::WatchEvent`), encoded
+    /// once for every stream that sends it.
+    pub fn json(&self) -> &[u8] {
+        self.decoded.json.get_or_init(|| {
+            let event = reef_api::WatchEvent {
+                kind: self.kind,
+                object: serde_json::to_value(&*self.object).unwrap_or_default(),
+            };
+            serde_json::to_vec(&event).unwrap_or_default()
+        })
     }
 }
 
-impl Decoded {
-    fn object(&self, event: &WatchEvent) -> Result<Arc<RawObject>> {
-        self.0
-            .get_or_make((event.revision, event.kv.key.clone()), || {
-                let mut object = decode(&event.kv)?;
+/// What the registry keeps on a store event (its memo): decoded once,
+/// whatever the number of watchers.
+#[derive(Debug)]
+struct Decoded {
+    /// `None`: the stored value does not decode (logged once).
+    object: Option<Arc<RawObject>>,
+    json: OnceLock<Vec<u8>>,
+}
+
+fn decoded(event: &WatchEvent) -> Option<Arc<Decoded>> {
+    event.memo.get_or_init(|| {
+        let object = match decode(&event.kv) {
+            Ok(mut object) => {
                 if event.kind == EventKind::Delete {
                     object.metadata.resource_version = event.revision;
                 }
-                Ok(Arc::new(object))
-            })
+                Some(Arc::new(object))
+            }
+            Err(e) => {
+                tracing::warn!(key = %event.kv.key, "watch skips undecodable value: {e}");
+                None
+            }
+        };
+        Decoded {
+            object,
+            json: OnceLock::new(),
+        }
+    })
+}
+
+fn change(event: &WatchEvent) -> Option<Change> {
+    let decoded = decoded(event)?;
+    let object = decoded.object.clone()?;
+    let kind = match event.kind {
+        EventKind::Delete => WatchEventType::Deleted,
+        EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
+            WatchEventType::Added
+        }
+        EventKind::Put => WatchEventType::Modified,
+    };
+    Some(Change {
+        kind,
+        object,
+        revision: event.revision,
+        decoded,
+    })
+}
+
+/// Changes to one kind, decoded. Ends when the store closes the watch
+/// (behind its history, or the state replaced): the caller relists.
+pub struct Changes {
+    raw: Watch,
+}
+
+impl Changes {
+    /// The next change, waiting for one.
+    pub async fn recv(&mut self) -> Option<Change> {
+        loop {
+            let event = self.raw.recv().await?;
+            if let Some(change) = change(&event) {
+                return Some(change);
+            }
+        }
+    }
+
+    /// The next change if one is already there.
+    pub fn try_recv(&mut self) -> Option<Change> {
+        while let Ok(event) = self.raw.try_recv() {
+            if let Some(change) = change(&event) {
+                return Some(change);
+            }
+        }
+        None
     }
 }
 
 impl Registry {
-    /// Changes to a kind after `since`, as a channel of decoded objects.
-    pub fn watch(
-        &self,
-        kind: Kind,
-        namespace: Option<&str>,
-        since: Revision,
-    ) -> Result<tokio::sync::mpsc::Receiver<Change>> {
-        let mut raw = self.store.watch(&prefix(kind, namespace), since)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let decoded = self.decoded.clone();
-        tokio::spawn(async move {
-            while let Some(event) = raw.recv().await {
-                let change = match decoded.object(&event) {
-                    Ok(object) => {
-                        let kind = match event.kind {
-                            EventKind::Delete => WatchEventType::Deleted,
-                            EventKind::Put if event.kv.create_revision == event.kv.mod_revision => {
-                                WatchEventType::Added
-                            }
-                            EventKind::Put => WatchEventType::Modified,
-                        };
-                        Change {
-                            kind,
-                            object,
-                            revision: event.revision,
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(key = %event.kv.key, "watch skips undecodable value: {e}");
-                        continue;
-                    }
-                };
-                if tx.send(change).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(rx)
+    /// Changes to a kind after `since`.
+    pub fn watch(&self, kind: Kind, namespace: Option<&str>, since: Revision) -> Result<Changes> {
+        Ok(Changes {
+            raw: self.store.watch(&prefix(kind, namespace), since)?,
+        })
     }
 }

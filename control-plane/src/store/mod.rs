@@ -21,6 +21,7 @@
 //! `membership` (join, promote, remove), `backup`.
 
 mod backup;
+mod campaign;
 mod cluster;
 mod db;
 mod error;
@@ -54,6 +55,7 @@ pub use types::{
     BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Proposal,
     Raft, Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
+pub use watch::Watch;
 
 use db::Db;
 use log_store::LogStore;
@@ -232,6 +234,8 @@ pub struct Store {
     barrier: tokio::sync::Mutex<Option<tokio::time::Instant>>,
     /// Membership changes on the leader happen one at a time.
     membership_lock: tokio::sync::Mutex<()>,
+    /// When this member last heard a leader, for the election watchdog.
+    contact: Arc<campaign::Contact>,
     /// Set when `shutdown` begins: requests are refused as "not leader".
     stopped: AtomicBool,
     /// The data dir held Raft state when opened.
@@ -268,7 +272,8 @@ impl Store {
         .await
         .map_err(|e| StoreError::Stopped(e.to_string()))?;
         let proposer = Proposer::start(raft.clone(), config.id, cluster::MAX_PROPOSAL_BYTES);
-        Ok(Arc::new(Store {
+        let contact = Arc::new(campaign::Contact::default());
+        let store = Arc::new(Store {
             id: config.id,
             advertise: config.advertise,
             secret,
@@ -282,9 +287,12 @@ impl Store {
             proposer,
             barrier: tokio::sync::Mutex::new(None),
             membership_lock: tokio::sync::Mutex::new(()),
+            contact: contact.clone(),
             stopped: AtomicBool::new(false),
             initialized_at_open,
-        }))
+        });
+        campaign::watch_for_a_lost_leader(Arc::downgrade(&store), contact, config.election_max);
+        Ok(store)
     }
 
     /// Makes this member a single-voter cluster if the data dir holds no state
@@ -329,9 +337,9 @@ impl Store {
         self.shared.current_revision()
     }
 
-    /// A revision whose events have all reached the watchers' channels (the
-    /// state machine raises the revision and publishes under one lock), so a
-    /// watcher that drains its channel after this call has seen every write
+    /// A revision whose events are all in the watch history (the state
+    /// machine raises the revision and publishes under one lock), so a
+    /// watcher that reads everything after this call has seen every write
     /// applied before it.
     pub fn published_revision(&self) -> Revision {
         let _hub = self.shared.hub();
@@ -350,14 +358,10 @@ impl Store {
 
     /// Events with revision > `since` for keys under `prefix`, in order, then
     /// live ones. `Compacted` when `since` is older than retained history.
-    /// The receiver closes if the watcher falls behind or a snapshot replaces
+    /// The watch closes if the history moves past it or a snapshot replaces
     /// the state; the caller then relists.
-    pub fn watch(
-        &self,
-        prefix: &str,
-        since: Revision,
-    ) -> Result<tokio::sync::mpsc::Receiver<Arc<WatchEvent>>, StoreError> {
-        self.shared.hub().watch(prefix, since)
+    pub fn watch(&self, prefix: &str, since: Revision) -> Result<Watch, StoreError> {
+        watch::watch(&self.shared.hub, prefix, since)
     }
 
     /// The blob's chunks concatenated; `Corrupt` if they leave a gap.

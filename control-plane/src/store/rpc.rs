@@ -2,7 +2,8 @@
 //! its port, and the wire forms both sides share. Besides openraft's three
 //! (`append`, `vote`, `snapshot`) members call each other for forwarded
 //! writes (`txn`), read indexes (`read-index`), membership changes
-//! (`add-member`, `remove-member`) and a member's progress (`GET status`).
+//! (`add-member`, `remove-member`), a member's progress (`GET status`) and
+//! the election watchdog's pre-vote (`GET quiet`).
 //!
 //! Order of a request: bearer check (before the body is read), body limit,
 //! MessagePack decode, then the local Raft node. Replies are
@@ -18,10 +19,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::campaign::Contact;
 use super::error::StoreError;
 use super::types::{NodeId, Raft, SnapshotMeta, Txn, TypeConfig, Vote};
 use super::Store;
@@ -32,6 +36,7 @@ pub(crate) const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub(crate) const PATH_TXN: &str = "/raft/txn";
 pub(crate) const PATH_READ_INDEX: &str = "/raft/read-index";
 pub(crate) const PATH_STATUS: &str = "/raft/status";
+pub(crate) const PATH_QUIET: &str = "/raft/quiet";
 pub(crate) const PATH_ADD_MEMBER: &str = "/raft/add-member";
 pub(crate) const PATH_REMOVE_MEMBER: &str = "/raft/remove-member";
 pub(crate) const MSGPACK: &str = "application/msgpack";
@@ -103,6 +108,8 @@ pub(crate) struct MemberStatus {
 struct RpcState {
     raft: Raft,
     store: Weak<Store>,
+    /// Told of every leader this member accepts, for the election watchdog.
+    contact: Arc<Contact>,
 }
 
 /// Far above axum's 2 MiB default, which silently stalls snapshot installs and
@@ -149,6 +156,7 @@ pub(crate) fn router(store: &Arc<Store>) -> Router {
     let state = RpcState {
         raft: store.raft().clone(),
         store: Arc::downgrade(store),
+        contact: store.contact.clone(),
     };
     Router::new()
         .route(PATH_APPEND, post(append))
@@ -157,6 +165,7 @@ pub(crate) fn router(store: &Arc<Store>) -> Router {
         .route(PATH_TXN, post(txn))
         .route(PATH_READ_INDEX, post(read_index))
         .route(PATH_STATUS, get(status))
+        .route(PATH_QUIET, get(quiet))
         .route(PATH_ADD_MEMBER, post(add_member))
         .route(PATH_REMOVE_MEMBER, post(remove_member))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -219,22 +228,50 @@ fn reply<T: Serialize>(value: &T) -> Response {
 
 async fn append(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<AppendEntriesRequest<TypeConfig>>(&body) {
-        Ok(req) => reply(&s.raft.append_entries(req).await),
+        Ok(req) => {
+            let result = s.raft.append_entries(req).await;
+            // Anything but "your vote is stale" comes from the leader this member follows.
+            if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                s.contact.heard();
+            }
+            reply(&result)
+        }
         Err(e) => bad_request(e),
     }
 }
 
 async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<VoteRequest<NodeId>>(&body) {
-        Ok(req) => reply(&s.raft.vote(req).await),
+        Ok(req) => {
+            let result = s.raft.vote(req).await;
+            // A candidate this member voted for is about to lead: do not run against it.
+            if matches!(&result, Ok(r) if r.vote_granted) {
+                s.contact.heard();
+            }
+            reply(&result)
+        }
         Err(e) => bad_request(e),
     }
 }
 
 async fn snapshot(State(s): State<RpcState>, body: Bytes) -> Response {
     match decode::<SnapshotChunk>(&body) {
-        Ok(chunk) => reply(&s.raft.install_snapshot(chunk.into()).await),
+        Ok(chunk) => {
+            let vote = chunk.vote;
+            let result = s.raft.install_snapshot(chunk.into()).await;
+            if matches!(&result, Ok(r) if r.vote == vote) {
+                s.contact.heard();
+            }
+            reply(&result)
+        }
         Err(e) => bad_request(e),
+    }
+}
+
+async fn quiet(State(s): State<RpcState>) -> Response {
+    match s.store.upgrade() {
+        Some(store) => reply(&Ok::<_, Refusal>(store.quiet())),
+        None => gone(),
     }
 }
 

@@ -19,10 +19,10 @@ use super::error::StoreError;
 use super::kv::{self, StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
 use super::snapshot::SnapshotDir;
 use super::types::{
-    Check, Entry, EventKind, LogId, Op, Revision, Snapshot, SnapshotMeta, StorageError,
+    Check, Entry, EventKind, LogId, Memo, Op, Revision, Snapshot, SnapshotMeta, StorageError,
     StoredMembership, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
-use super::watch::WatchHub;
+use super::watch::{self, SharedHub, WatchHub};
 
 /// What the facade reads and the state machine writes.
 pub(crate) struct Shared {
@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     /// The store's current revision: every applied write is at or below it.
     /// Waiters subscribe to it (read-your-writes on a follower).
     pub revision: tokio::sync::watch::Sender<Revision>,
-    pub hub: Mutex<WatchHub>,
+    pub hub: SharedHub,
     pub snapshots: SnapshotDir,
     /// Serialises building and installing snapshots.
     snapshot_lock: Mutex<()>,
@@ -42,7 +42,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             db,
             revision: tokio::sync::watch::Sender::new(revision),
-            hub: Mutex::new(WatchHub::new(revision)),
+            hub: Arc::new(Mutex::new(WatchHub::new(revision))),
             snapshots,
             snapshot_lock: Mutex::new(()),
         }))
@@ -50,7 +50,7 @@ impl Shared {
 
     /// A panic elsewhere must not wedge the store: the guarded data stays valid.
     pub(crate) fn hub(&self) -> MutexGuard<'_, WatchHub> {
-        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+        watch::lock(&self.hub)
     }
 
     pub(crate) fn current_revision(&self) -> Revision {
@@ -215,6 +215,7 @@ impl Batch<'_> {
                     revision,
                     kind: EventKind::Put,
                     kv: stored.clone().into_kv(key.clone()),
+                    memo: Memo::default(),
                 });
                 self.overlay.insert(key, Some(stored));
             }
@@ -225,6 +226,7 @@ impl Batch<'_> {
                         revision,
                         kind: EventKind::Delete,
                         kv: prev.into_kv(key.clone()),
+                        memo: Memo::default(),
                     });
                     self.overlay.insert(key, None);
                 }

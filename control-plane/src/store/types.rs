@@ -116,6 +116,43 @@ pub struct WatchEvent {
     pub revision: Revision,
     pub kind: EventKind,
     pub kv: KeyValue,
+    /// What readers derive from the event, made once: every watcher shares
+    /// one `Arc` of the event, so a thousand watchers decode it once.
+    pub memo: Memo,
+}
+
+/// A value computed once per event by whoever reads it first (the registry
+/// keeps the decoded object here). Ignored by comparisons and `Debug`.
+#[derive(Clone, Default)]
+pub struct Memo(std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Memo {
+    /// The memo of type `T`, made by `make` the first time; `None` if an
+    /// other type was stored first.
+    pub fn get_or_init<T: Send + Sync + 'static>(
+        &self,
+        make: impl FnOnce() -> T,
+    ) -> Option<std::sync::Arc<T>> {
+        self.0
+            .get_or_init(|| std::sync::Arc::new(make()))
+            .clone()
+            .downcast::<T>()
+            .ok()
+    }
+}
+
+impl PartialEq for Memo {
+    fn eq(&self, _: &Memo) -> bool {
+        true
+    }
+}
+
+impl Eq for Memo {}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// What a member does in the cluster, as one member sees it.
