@@ -1,7 +1,9 @@
-//! Watch fan-out: writes/s with and without 1,000 watchers streaming every
-//! change from one member, and what becomes of a watcher that never reads.
+//! Watch fan-out: writes/s with and without 1,000 watchers on one member,
+//! reef beside etcd: watchers of every write, watchers of prefixes no write
+//! touches, and what becomes of a watcher that never reads.
 
-use crate::load::{load, Target};
+use crate::etcd::EtcdCluster;
+use crate::load::{base64, load, LoadResult, Target};
 use crate::replicated::{ClusterOptions, ReefCluster};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,19 +13,64 @@ use std::time::{Duration, Instant};
 const WATCHERS: usize = 1000;
 const CLIENTS: usize = 16;
 
-/// Opens a watch of every Service in `default` and reads it until the
-/// server ends it, counting bytes.
-async fn watcher(http: reqwest::Client, url: String, token: String, bytes: Arc<AtomicU64>) {
-    let Ok(mut response) = http
-        .get(format!("{url}/api/v1/namespaces/default/services?watch=1"))
-        .bearer_auth(token)
-        .send()
-        .await
-    else {
+/// What the watchers watch.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Every key the writers write: each watcher receives every write.
+    Everything,
+    /// Nothing the writers write, as a node agent watches only its own pods:
+    /// for reef a label selector of its own on the written kind and namespace
+    /// (each change is still checked against every watcher's filter), for
+    /// etcd a key range of its own.
+    Nothing,
+}
+
+/// One watch stream, read until it ends, counting bytes.
+async fn watcher(request: reqwest::RequestBuilder, bytes: Arc<AtomicU64>) {
+    let Ok(mut response) = request.send().await else {
         return;
     };
+    if !response.status().is_success() {
+        return;
+    }
     while let Ok(Some(chunk)) = response.chunk().await {
         bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Watch `i` of `scope` on `url`, as each system takes it.
+fn watch_request(
+    http: &reqwest::Client,
+    target: &Target,
+    url: &str,
+    scope: Scope,
+    i: usize,
+) -> reqwest::RequestBuilder {
+    match target {
+        Target::Reef { token, .. } => {
+            let selector = match scope {
+                Scope::Everything => String::new(),
+                Scope::Nothing => format!("&labels=watcher=w{i}"),
+            };
+            http.get(format!(
+                "{url}/api/v1/namespaces/default/services?watch=1{selector}"
+            ))
+            .bearer_auth(token)
+        }
+        Target::Etcd { .. } => {
+            // The writers' keys are /bench/NAME; "0" follows "/" in byte order.
+            let (key, end) = match scope {
+                Scope::Everything => ("/bench/".to_string(), "/bench0".to_string()),
+                Scope::Nothing => (format!("/watcher-{i}/"), format!("/watcher-{i}0")),
+            };
+            http.post(format!("{url}/v3/watch"))
+                .json(&serde_json::json!({
+                    "create_request": {
+                        "key": base64(key.as_bytes()),
+                        "range_end": base64(end.as_bytes()),
+                    }
+                }))
+        }
     }
 }
 
@@ -31,9 +78,99 @@ fn rss_mib(pid: Option<u32>) -> f64 {
     pid.and_then(crate::proc::rss_mib).unwrap_or(0.0)
 }
 
+/// Writes with `WATCHERS` watchers of `scope` open on member `leader`.
+async fn with_watchers(
+    target: &Target,
+    urls: &[String],
+    leader: usize,
+    scope: Scope,
+    duration: Duration,
+) -> anyhow::Result<(LoadResult, f64, usize)> {
+    let bytes = Arc::new(AtomicU64::new(0));
+    let streams = reqwest::Client::builder()
+        .pool_max_idle_per_host(WATCHERS)
+        .http1_only()
+        .build()?;
+    let watchers: Vec<_> = (0..WATCHERS)
+        .map(|i| {
+            let request = watch_request(&streams, target, &urls[leader], scope, i);
+            tokio::spawn(watcher(request, bytes.clone()))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let received_before = bytes.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let result = load(target, CLIENTS, duration).await;
+    let mib_per_sec = (bytes.load(Ordering::Relaxed) - received_before) as f64
+        / started.elapsed().as_secs_f64()
+        / (1 << 20) as f64;
+    let open = watchers.iter().filter(|w| !w.is_finished()).count();
+    for w in watchers {
+        w.abort();
+    }
+    Ok((result, mib_per_sec, open))
+}
+
+fn row(system: &str, watchers: &str, result: &LoadResult, base: &LoadResult, mib: f64) {
+    println!(
+        "| {system} | {watchers} | {:.0} | {:.2} | {:.2} | {} | {:.2} | {mib:.1} |",
+        result.writes_per_sec,
+        result.p50_ms,
+        result.p99_ms,
+        result.errors,
+        result.writes_per_sec / base.writes_per_sec.max(1.0)
+    );
+}
+
+/// The three cells of one system: no watchers, watchers of every write,
+/// watchers of nothing written.
+async fn cells(
+    system: &str,
+    target: &Target,
+    urls: &[String],
+    leader: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    load(target, 4, Duration::from_secs(2)).await;
+    let base = load(target, CLIENTS, duration).await;
+    row(system, "0", &base, &base, 0.0);
+    let (all, mib, open) = with_watchers(target, urls, leader, Scope::Everything, duration).await?;
+    row(
+        system,
+        &format!("{WATCHERS} of every write ({open} open)"),
+        &all,
+        &base,
+        mib,
+    );
+    let (none, mib, open) = with_watchers(target, urls, leader, Scope::Nothing, duration).await?;
+    row(
+        system,
+        &format!("{WATCHERS} of nothing written ({open} open)"),
+        &none,
+        &base,
+        mib,
+    );
+    Ok(())
+}
+
 pub async fn run(reef: &Path, seconds: u64) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(seconds);
+    println!("3 members each on loopback; {CLIENTS} writers spread over all members; the watchers on the leader; {seconds} s per cell");
+    println!();
+    println!("| system | watchers | writes/s | p50 (ms) | p99 (ms) | errors | vs no watchers | watchers received (MiB/s) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    {
+        let etcd = EtcdCluster::start(3).await?;
+        let http = reqwest::Client::new();
+        let leader = etcd.leader(&http).await?;
+        let target = Target::Etcd {
+            urls: etcd.urls.clone(),
+        };
+        cells("etcd", &target, &etcd.urls, leader, duration).await?;
+    }
     let options = ClusterOptions {
-        max_watches: Some(WATCHERS + 10),
+        // Room for a cell's watchers while the previous cell's are still being released.
+        max_watches: Some(2 * WATCHERS + 10),
         ..ClusterOptions::default()
     };
     let cluster = ReefCluster::start_with(reef, 3, options).await?;
@@ -44,57 +181,13 @@ pub async fn run(reef: &Path, seconds: u64) -> anyhow::Result<()> {
         token: cluster.token.clone(),
         ca: None,
     };
-    let duration = Duration::from_secs(seconds);
-    load(&target, 4, Duration::from_secs(2)).await;
-    let before = load(&target, CLIENTS, duration).await;
-
-    // 1,000 watchers on the leader, each reading every change.
-    let bytes = Arc::new(AtomicU64::new(0));
-    let streams = reqwest::Client::builder()
-        .pool_max_idle_per_host(WATCHERS)
-        .http1_only()
-        .build()?;
-    let watchers: Vec<_> = (0..WATCHERS)
-        .map(|_| {
-            tokio::spawn(watcher(
-                streams.clone(),
-                cluster.urls[leader].clone(),
-                cluster.token.clone(),
-                bytes.clone(),
-            ))
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_before = rss_mib(cluster.pid(leader));
-    let received_before = bytes.load(Ordering::Relaxed);
-    let started = Instant::now();
-    let with = load(&target, CLIENTS, duration).await;
-    let fanned = bytes.load(Ordering::Relaxed) - received_before;
-    let open = watchers.iter().filter(|w| !w.is_finished()).count();
-    println!("3 members on loopback; {CLIENTS} writers spread over all members; {WATCHERS} watchers of every Service on the leader; {seconds} s per cell");
-    println!();
-    println!("| watchers | writes/s | p50 (ms) | p99 (ms) | errors | vs no watchers |");
-    println!("|---|---|---|---|---|---|");
+    cells("reef", &target, &cluster.urls, leader, duration).await?;
     println!(
-        "| 0 | {:.0} | {:.2} | {:.2} | {} | 1.00 |",
-        before.writes_per_sec, before.p50_ms, before.p99_ms, before.errors
-    );
-    println!(
-        "| {WATCHERS} ({open} still open) | {:.0} | {:.2} | {:.2} | {} | {:.2} |",
-        with.writes_per_sec,
-        with.p50_ms,
-        with.p99_ms,
-        with.errors,
-        with.writes_per_sec / before.writes_per_sec.max(1.0)
-    );
-    println!(
-        "watchers received {:.1} MiB/s in all; leader RSS {rss_before:.0} MiB before the writes, {:.0} MiB after",
-        fanned as f64 / started.elapsed().as_secs_f64() / (1 << 20) as f64,
+        "reef leader RSS {rss_before:.0} MiB before the cells, {:.0} MiB after",
         rss_mib(cluster.pid(leader))
     );
-    for w in watchers {
-        w.abort();
-    }
+    let streams = reqwest::Client::builder().http1_only().build()?;
 
     // A watcher that never reads: the member cuts it off and lets its events go.
     let mut stalled = streams
@@ -107,6 +200,8 @@ pub async fn run(reef: &Path, seconds: u64) -> anyhow::Result<()> {
         .await?;
     let rss_idle = rss_mib(cluster.pid(leader));
     load(&target, CLIENTS, duration).await;
+    // Past the member's stalled-client limit (10 s) with the socket buffers full.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let rss_after = rss_mib(cluster.pid(leader));
     // Reading now drains what the socket buffers hold, then the stream must end.
     let mut drained = 0u64;

@@ -15,6 +15,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Open watch streams per token: each holds a task, a channel and a share of
 /// the store's fan-out, so one caller must not open them without end.
@@ -72,8 +73,57 @@ const CHUNK_BYTES: usize = 64 << 10;
 /// is not read holds before it stops taking events (and, once the store's
 /// history has moved past it, is closed).
 const CHUNKS_QUEUED: usize = 4;
-/// How long a stream waits for its client to take a write before ending.
-const STALLED_CLIENT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a stream waits for its client to take a write before ending:
+/// a client that reads less than `CHUNK_BYTES` in this time is gone or
+/// too slow to follow, and relists when it comes back.
+const STALLED_CLIENT: Duration = Duration::from_secs(10);
+/// The least time between two wakes of one stream once it has used its
+/// burst: a thousand watchers of a busy kind cost a thousand wakes per pace,
+/// not per applied batch, and each wake takes more at once.
+const PACE: Duration = Duration::from_millis(10);
+/// Wakes a stream that was quiet may take at once: the few changes of one
+/// deploy reach it without waiting for the pace.
+const BURST: u32 = 8;
+
+/// A token bucket of wakes: one token per `PACE`, at most `BURST`.
+struct Pacer {
+    tokens: u32,
+    /// When the next token is added.
+    refill_at: tokio::time::Instant,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Pacer {
+            tokens: BURST,
+            refill_at: tokio::time::Instant::now() + PACE,
+        }
+    }
+}
+
+impl Pacer {
+    fn refill(&mut self) {
+        let now = tokio::time::Instant::now();
+        while self.refill_at <= now && self.tokens < BURST {
+            self.tokens += 1;
+            self.refill_at += PACE;
+        }
+        if self.tokens == BURST && self.refill_at < now {
+            self.refill_at = now + PACE;
+        }
+    }
+
+    /// When the stream may wake next; `None`: now.
+    fn next_wake(&mut self) -> Option<tokio::time::Instant> {
+        self.refill();
+        (self.tokens == 0).then_some(self.refill_at)
+    }
+
+    fn woke(&mut self) {
+        self.refill();
+        self.tokens = self.tokens.saturating_sub(1);
+    }
+}
 
 pub fn stream(
     state: Arc<ApiState>,
@@ -105,12 +155,17 @@ pub fn stream(
         let mut delivered = since;
         let mut ticker = tokio::time::interval(bookmark_every);
         ticker.tick().await;
+        let mut pacer = Pacer::default();
         loop {
+            if let Some(at) = pacer.next_wake() {
+                tokio::time::sleep_until(at).await;
+            }
             let chunk = tokio::select! {
                 change = changes.recv() => {
                     // The store closed the watch (it fell behind the history, or
                     // a snapshot replaced the state): end it, the client resumes.
                     let Some(first) = change else { break };
+                    pacer.woke();
                     // Whatever else is already there goes in the same write.
                     let mut chunk = Vec::new();
                     let mut next = Some(first);
@@ -173,5 +228,21 @@ fn push_frame(chunk: &mut Vec<u8>, json: &[u8], sse: bool) {
     } else {
         chunk.extend_from_slice(json);
         chunk.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_stream_wakes_at_once_for_a_burst_then_at_the_pace() {
+        let mut pacer = Pacer::default();
+        for _ in 0..BURST {
+            assert_eq!(pacer.next_wake(), None);
+            pacer.woke();
+        }
+        let next = pacer.next_wake().expect("the burst is used up");
+        assert!(next <= tokio::time::Instant::now() + PACE);
     }
 }
