@@ -77,12 +77,12 @@ const CHUNKS_QUEUED: usize = 4;
 /// a client that reads less than `CHUNK_BYTES` in this time is gone or
 /// too slow to follow, and relists when it comes back.
 const STALLED_CLIENT: Duration = Duration::from_secs(10);
-/// The least time between two wakes of one stream once it has used its
-/// burst: a thousand watchers of a busy kind cost a thousand wakes per pace,
-/// not per applied batch, and each wake takes more at once.
+/// The least time between two wakes of one stream that found nothing to
+/// send (its filter matched none of the changes), once it has used its
+/// burst: a thousand filtered watchers of a busy kind cost a thousand wakes
+/// per pace, not per applied batch. A wake that sends is never delayed.
 const PACE: Duration = Duration::from_millis(10);
-/// Wakes a stream that was quiet may take at once: the few changes of one
-/// deploy reach it without waiting for the pace.
+/// Empty wakes a stream may take before the pace applies.
 const BURST: u32 = 8;
 
 /// A token bucket of wakes: one token per `PACE`, at most `BURST`.
@@ -165,7 +165,6 @@ pub fn stream(
                     // The store closed the watch (it fell behind the history, or
                     // a snapshot replaced the state): end it, the client resumes.
                     let Some(first) = change else { break };
-                    pacer.woke();
                     // Whatever else is already there goes in the same write.
                     let mut chunk = Vec::new();
                     let mut next = Some(first);
@@ -177,6 +176,8 @@ pub fn stream(
                         next = if chunk.len() < CHUNK_BYTES { changes.try_recv() } else { None };
                     }
                     if chunk.is_empty() {
+                        // Woken for nothing this stream sends: those wakes are paced.
+                        pacer.woke();
                         continue;
                     }
                     Bytes::from(chunk)
