@@ -7,79 +7,100 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct EtcdCluster {
-    _home: tempfile::TempDir,
-    _processes: Processes,
+    home: tempfile::TempDir,
+    processes: Processes,
     pub urls: Vec<String>,
+    peers: Vec<String>,
 }
 
 impl EtcdCluster {
     pub async fn start(members: usize) -> anyhow::Result<EtcdCluster> {
-        let home = tempfile::tempdir()?;
-        let mut clients = Vec::new();
+        let mut urls = Vec::new();
         let mut peers = Vec::new();
         for _ in 0..members {
-            clients.push(format!("http://127.0.0.1:{}", free_port()?));
+            urls.push(format!("http://127.0.0.1:{}", free_port()?));
             peers.push(format!("http://127.0.0.1:{}", free_port()?));
         }
-        let initial: Vec<String> = peers
+        let mut cluster = EtcdCluster {
+            home: tempfile::tempdir()?,
+            processes: Processes((0..members).map(|_| None).collect()),
+            urls,
+            peers,
+        };
+        for i in 0..members {
+            cluster.launch(i)?;
+        }
+        for i in 0..members {
+            cluster.wait_healthy(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts member `i` (again: a restarted member keeps its data dir).
+    pub fn launch(&mut self, i: usize) -> anyhow::Result<()> {
+        let initial: Vec<String> = self
+            .peers
             .iter()
             .enumerate()
             .map(|(i, p)| format!("e{}={p}", i + 1))
             .collect();
-        let mut processes = Processes(Vec::new());
-        for i in 0..members {
-            let child = Command::new("etcd")
-                .args(["--name", &format!("e{}", i + 1)])
-                .arg("--data-dir")
-                .arg(home.path().join(format!("e{}", i + 1)))
-                .args([
-                    "--listen-client-urls",
-                    &clients[i],
-                    "--advertise-client-urls",
-                    &clients[i],
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peers[i],
-                    "--initial-advertise-peer-urls",
-                    &peers[i],
-                ])
-                .args([
-                    "--initial-cluster",
-                    &initial.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                ])
-                .args(["--log-level", "error"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting etcd (apt-get install etcd-server)")?;
-            processes.0.push(Some(child));
+        let child = Command::new("etcd")
+            .args(["--name", &format!("e{}", i + 1)])
+            .arg("--data-dir")
+            .arg(self.home.path().join(format!("e{}", i + 1)))
+            .args([
+                "--listen-client-urls",
+                &self.urls[i],
+                "--advertise-client-urls",
+                &self.urls[i],
+            ])
+            .args([
+                "--listen-peer-urls",
+                &self.peers[i],
+                "--initial-advertise-peer-urls",
+                &self.peers[i],
+            ])
+            .args([
+                "--initial-cluster",
+                &initial.join(","),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd (apt-get install etcd-server)")?;
+        self.processes.0[i] = Some(child);
+        Ok(())
+    }
+
+    /// `kill -9` of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.processes.0[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
+    }
+
+    pub async fn wait_healthy(&self, i: usize) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
+        let url = &self.urls[i];
         let deadline = Instant::now() + Duration::from_secs(60);
-        for url in &clients {
-            loop {
-                let ok = http
-                    .get(format!("{url}/health"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("etcd at {url} did not become healthy");
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        loop {
+            let ok = http
+                .get(format!("{url}/health"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                return Ok(());
             }
+            if Instant::now() > deadline {
+                bail!("etcd at {url} did not become healthy");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(EtcdCluster {
-            _home: home,
-            _processes: processes,
-            urls: clients,
-        })
     }
 }
 

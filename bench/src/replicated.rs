@@ -326,17 +326,54 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     Ok(())
 }
 
-/// kill -9 the leader while a client writes through the other members; the time
-/// to the first write acknowledged after the kill. The killed member rejoins
-/// before the next run.
-pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
+/// Writes through `target` until one is acknowledged, then kills the leader
+/// with `kill` and returns the time from the kill to the first write
+/// acknowledged after it.
+async fn first_write_after(
+    target: &Target,
+    http: &reqwest::Client,
+    run: usize,
+    kill: impl FnOnce(),
+) -> anyhow::Result<f64> {
+    // Writes flow before the kill.
+    let mut seq = 1_000_000 * run as u64;
+    while !target.write(http, 0, seq).await {
+        seq += 1;
+    }
+    kill();
+    let killed = Instant::now();
+    let mut client = 0;
+    loop {
+        seq += 1;
+        client += 1;
+        if target.write(http, client, seq).await {
+            return Ok(killed.elapsed().as_secs_f64() * 1000.0);
+        }
+        if killed.elapsed() > Duration::from_secs(60) {
+            bail!("no write acknowledged within 60 s of the kill");
+        }
+    }
+}
+
+/// Median and max.
+fn summary(times: &[f64]) -> (f64, f64) {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return (0.0, 0.0);
+    }
+    ((sorted[(n - 1) / 2] + sorted[n / 2]) / 2.0, sorted[n - 1])
+}
+
+/// reef's runs: the leader every member names is killed each time.
+async fn reef_failovers(
+    reef: &Path,
+    runs: usize,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<f64>> {
     let mut cluster = ReefCluster::start(reef, 3).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
     let mut times = Vec::new();
-    println!("| run | killed member | kill → first acknowledged write (ms) |");
-    println!("|---|---|---|");
     for run in 0..runs {
         // Every member must name the same leader: a member just restarted
         // may still name the one before, and killing a follower measures
@@ -345,7 +382,7 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
         let leader = loop {
             let mut named = Vec::new();
             for ask in 0..3 {
-                named.push(cluster.leader(&http, ask).await);
+                named.push(cluster.leader(http, ask).await);
             }
             if let Some(Some(first)) = named.first().copied() {
                 if named.iter().all(|n| *n == Some(first)) {
@@ -357,48 +394,73 @@ pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let survivors: Vec<String> = (0..3)
-            .filter(|i| *i != leader)
-            .map(|i| cluster.urls[i].clone())
-            .collect();
         let target = Target::Reef {
-            urls: survivors,
+            urls: (0..3)
+                .filter(|i| *i != leader)
+                .map(|i| cluster.urls[i].clone())
+                .collect(),
             token: cluster.token.clone(),
             ca: None,
         };
-        // Writes flow before the kill.
-        let mut seq = 0u64;
-        while !target.write(&http, 0, seq).await {
-            seq += 1;
-        }
-        cluster.kill(leader);
-        let killed = Instant::now();
-        let mut client = 0;
-        loop {
-            seq += 1;
-            client += 1;
-            if target
-                .write(&http, client, seq + 1_000_000 * run as u64)
-                .await
-            {
-                break;
-            }
-            if killed.elapsed() > Duration::from_secs(60) {
-                bail!("no write acknowledged within 60 s of the kill");
-            }
-        }
-        let ms = killed.elapsed().as_secs_f64() * 1000.0;
-        println!("| {} | {} | {ms:.0} |", run + 1, leader + 1);
-        times.push(ms);
+        times.push(first_write_after(&target, http, run, || cluster.kill(leader)).await?);
         cluster.launch(leader)?;
         cluster.wait_ready(leader).await?;
     }
-    times.sort_by(f64::total_cmp);
-    let median = (times[(times.len() - 1) / 2] + times[times.len() / 2]) / 2.0;
-    let max = times.last().copied().unwrap_or(0.0);
+    Ok(times)
+}
+
+/// etcd's runs, with its default timers (heartbeat 100 ms, election 1 s).
+async fn etcd_failovers(runs: usize, http: &reqwest::Client) -> anyhow::Result<Vec<f64>> {
+    let mut etcd = EtcdCluster::start(3).await?;
+    let mut times = Vec::new();
+    for run in 0..runs {
+        let leader = etcd.leader(http).await?;
+        let target = Target::Etcd {
+            urls: (0..3)
+                .filter(|i| *i != leader)
+                .map(|i| etcd.urls[i].clone())
+                .collect(),
+        };
+        times.push(first_write_after(&target, http, run, || etcd.kill(leader)).await?);
+        etcd.launch(leader)?;
+        etcd.wait_healthy(leader).await?;
+        // The restarted member must have rejoined before the next kill.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while etcd.leader(http).await.is_err() {
+            if Instant::now() > deadline {
+                bail!("etcd has no leader after member {} rejoined", leader + 1);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(times)
+}
+
+/// kill -9 the leader while a client writes through the other members; the
+/// time to the first write acknowledged after the kill, reef beside etcd.
+/// The killed member rejoins before the next run.
+pub async fn failover(reef: &Path, runs: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let reef_times = reef_failovers(reef, runs, &http).await?;
+    let etcd_times = etcd_failovers(runs, &http).await?;
+    println!("| run | reef: kill → first acknowledged write (ms) | etcd (ms) |");
+    println!("|---|---|---|");
+    for (run, (r, e)) in reef_times.iter().zip(&etcd_times).enumerate() {
+        println!("| {} | {r:.0} | {e:.0} |", run + 1);
+    }
+    let (reef_median, reef_max) = summary(&reef_times);
+    let (etcd_median, etcd_max) = summary(&etcd_times);
     println!();
+    println!("| system | median (ms) | max (ms) |");
+    println!("|---|---|---|");
+    println!("| reef (default timers, election watchdog) | {reef_median:.0} | {reef_max:.0} |");
+    println!("| etcd 3.4 (default timers) | {etcd_median:.0} | {etcd_max:.0} |");
     println!(
-        "median {median:.0} ms, max {max:.0} ms over {runs} runs (reef's default Raft timers)"
+        "reef / etcd: median {:.2}, max {:.2} over {runs} runs each",
+        reef_median / etcd_median.max(1.0),
+        reef_max / etcd_max.max(1.0)
     );
     Ok(())
 }
