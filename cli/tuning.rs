@@ -99,7 +99,9 @@ pub struct ControlPlaneTuning {
     #[arg(long, env = "REEF_MAX_BLOB_SIZE", default_value_t = 64 << 20)]
     pub(crate) max_blob_size: usize,
     /// Snapshot the store and compact its log every this many Raft entries.
-    #[arg(long, env = "REEF_SNAPSHOT_EVERY", default_value_t = 1000)]
+    /// Each snapshot rewrites the whole key space, blobs included, so it is
+    /// taken rarely (etcd's default is 100,000).
+    #[arg(long, env = "REEF_SNAPSHOT_EVERY", default_value_t = 10_000)]
     pub(crate) snapshot_every: u64,
     /// How long a node may go without renewing its lease before it is NotReady
     /// and its pods are replaced on other nodes.

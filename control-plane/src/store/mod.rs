@@ -152,7 +152,7 @@ impl StoreConfig {
             election_min: DEFAULT_ELECTION_MIN,
             election_max: DEFAULT_ELECTION_MIN * 4 / 3,
             install_snapshot_timeout: Duration::from_secs(5),
-            snapshot_every: 1000,
+            snapshot_every: 10_000,
             keep_logs: 200,
             max_payload_entries: 300,
             request_timeout: None,
