@@ -23,8 +23,8 @@ use super::types::{Revision, WatchEvent};
 pub(crate) const HISTORY_LIMIT: usize = 10_000;
 pub(crate) const HISTORY_BYTES: usize = 64 << 20;
 
-/// Events a watcher takes from the history at once (more when the last
-/// revision taken has more events): what one stream holds beyond the history.
+/// Matching events a watcher takes from the history at once (more when the
+/// last revision taken has more): what one stream holds beyond the history.
 const TAKE_AT_ONCE: usize = 256;
 
 fn event_bytes(event: &WatchEvent) -> usize {
@@ -185,7 +185,10 @@ impl Watch {
         }
     }
 
-    /// Moves the events after the cursor into `ready`, whole revisions at a time.
+    /// Moves the matching events after the cursor into `ready`, whole
+    /// revisions at a time. Scans on past events of other prefixes until it
+    /// has some or reaches the end: stopping early with none would leave the
+    /// watcher asleep with changes of its own still unread.
     fn take(&mut self) {
         let hub = lock(&self.hub);
         if hub.epoch != self.epoch || self.cursor < hub.floor {
@@ -193,13 +196,11 @@ impl Watch {
             return;
         }
         let start = hub.history.partition_point(|e| e.revision <= self.cursor);
-        let mut taken = 0;
         for event in hub.history.range(start..) {
-            if taken >= TAKE_AT_ONCE && event.revision != self.cursor {
+            if self.ready.len() >= TAKE_AT_ONCE && event.revision != self.cursor {
                 break;
             }
             self.cursor = event.revision;
-            taken += 1;
             if event.kv.key.starts_with(self.prefix.as_str()) {
                 self.ready.push_back(event.clone());
             }
@@ -304,6 +305,20 @@ mod tests {
         let got: Vec<Arc<WatchEvent>> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(got.len(), TAKE_AT_ONCE + 12);
         assert_eq!(got.last().map(|e| e.revision), Some(2));
+    }
+
+    #[test]
+    fn events_of_its_own_after_many_of_other_prefixes_are_found_without_a_new_publish() {
+        let hub = hub();
+        let mut rx = watch(&hub, "mine/", 0).expect("watch");
+        for rev in 1..=(TAKE_AT_ONCE as u64 * 3) {
+            lock(&hub).publish(vec![put(rev, "other/k")]);
+        }
+        lock(&hub).publish(vec![put(TAKE_AT_ONCE as u64 * 3 + 1, "mine/k")]);
+        assert_eq!(
+            rx.try_recv().map(|e| e.kv.key.clone()).ok().as_deref(),
+            Some("mine/k")
+        );
     }
 
     #[test]
