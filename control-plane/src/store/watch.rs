@@ -19,8 +19,11 @@ use super::error::StoreError;
 use super::types::{Revision, WatchEvent};
 
 /// Events kept for `watch(since)` and for watchers that are behind, and the
-/// bytes of keys and values they may hold together.
-pub(crate) const HISTORY_LIMIT: usize = 10_000;
+/// bytes of keys and values they may hold together. The history is shared by
+/// every watcher whatever its prefix, so a watcher of one namespace must keep
+/// within it while all namespaces change: 50,000 is about three seconds of a
+/// 10,000-pod burst (creates and binds).
+pub(crate) const HISTORY_LIMIT: usize = 50_000;
 pub(crate) const HISTORY_BYTES: usize = 64 << 20;
 
 /// Matching events a watcher takes from the history at once (more when the
