@@ -64,6 +64,15 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The admin token `reef up` wrote into its client config.
+    pub fn token(&self) -> anyhow::Result<String> {
+        let path = self.home.path().join("config/reef/config.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let config: reef_api::config::ClientConfig = toml::from_str(&text)?;
+        config.token.context("reef up wrote no token")
+    }
+
     /// Runs a `reef` client verb against this cluster; fails on a non-zero exit.
     pub fn reef(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = Command::new(&self.reef)

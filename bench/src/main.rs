@@ -4,7 +4,7 @@
 //! ```text
 //! reef-bench apply-latency [--reef PATH] [--runs 10]
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
-//! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only]   (needs etcd: apt-get install etcd-server)
+//! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only] [--clients 1,16]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
 //! reef-bench watch-fanout [--reef PATH] [--seconds 10]
 //! reef-bench security-cost --baseline PATH [--reef PATH] [--seconds 10]   (PATH: a reef built before identities, e.g. 7bd1299)
@@ -25,6 +25,7 @@ mod replicated;
 mod schedule;
 mod security_cost;
 mod serverless;
+mod timeline;
 mod watch_fanout;
 mod wrk;
 
@@ -59,6 +60,8 @@ struct Args {
     namespaces: usize,
     steps: Vec<usize>,
     command_steps: Vec<usize>,
+    /// `replicated-writes`: the client counts to run (all by default).
+    clients: Option<Vec<usize>>,
     wasmtime: Option<PathBuf>,
     /// `security-cost`: the binary to compare with.
     baseline: Option<PathBuf>,
@@ -92,6 +95,7 @@ fn parse_args() -> anyhow::Result<Args> {
         namespaces: 0,
         steps: vec![1000, 2500, 5000, 10_000],
         command_steps: vec![500, 1000, 2000, 4000],
+        clients: None,
         wasmtime: None,
         baseline: None,
     };
@@ -116,6 +120,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--namespaces" => parsed.namespaces = value.parse()?,
             "--steps" => parsed.steps = numbers(&value)?,
             "--command-steps" => parsed.command_steps = numbers(&value)?,
+            "--clients" => parsed.clients = Some(numbers(&value)?),
             "--wasmtime" => parsed.wasmtime = Some(PathBuf::from(value)),
             other => bail!("unknown flag {other}"),
         }
@@ -169,10 +174,18 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
     .context("examples/hello/hello.wasm (run examples/build.sh)")?;
     let http = reqwest::Client::new();
     let url = format!("http://{}/", cluster.ingress);
-    println!("| run | `reef apply` wall time (ms) | apply returned → first 200 (ms) |");
-    println!("|---|---|---|");
+    let timeline = timeline::Timeline::default();
+    let watches = timeline.follow(&cluster.api, &cluster.token()?, "default");
+    // Each step as ms after `reef apply` started (the pods are created while it runs).
+    let steps: Vec<&str> = timeline::STEPS.to_vec();
+    println!(
+        "| run | `reef apply` wall time (ms) | apply returned → first 200 (ms) | {} , first 200: ms after apply began |",
+        steps.join(", ")
+    );
+    println!("|---|---|---|---|");
     let mut to_200 = Vec::new();
     let mut applies = Vec::new();
+    let mut step_ms: Vec<Vec<f64>> = vec![Vec::new(); steps.len() + 1];
     let runs = args.runs.unwrap_or(10);
     for run in 0..runs {
         let manifest = dir.path().join(format!("app-{run}.toml"));
@@ -196,9 +209,30 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
         .await?;
         let apply_ms = (returned - start).as_secs_f64() * 1000.0;
         let ms = (answered - returned).as_secs_f64() * 1000.0;
-        println!("| {} | {apply_ms:.1} | {ms:.1} |", run + 1);
+        let since_start = |at: Instant| at.saturating_duration_since(start).as_secs_f64() * 1000.0;
+        let app = format!("hello-{run}");
+        let mut cells = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            match timeline.at(&app, step) {
+                Some(at) => {
+                    step_ms[i].push(since_start(at));
+                    cells.push(format!("{:.1}", since_start(at)));
+                }
+                None => cells.push("—".into()),
+            }
+        }
+        step_ms[steps.len()].push(since_start(answered));
+        cells.push(format!("{:.1}", since_start(answered)));
+        println!(
+            "| {} | {apply_ms:.1} | {ms:.1} | {} |",
+            run + 1,
+            cells.join(" / ")
+        );
         applies.push(apply_ms);
         to_200.push(ms);
+    }
+    for watch in watches {
+        watch.abort();
     }
     let first = to_200[0];
     let max = to_200.iter().copied().fold(0.0, f64::max);
@@ -208,6 +242,20 @@ async fn apply_latency(args: &Args) -> anyhow::Result<()> {
         runs,
         median(&mut applies),
         median(&mut to_200)
+    );
+    let medians: Vec<String> = step_ms
+        .iter_mut()
+        .map(|v| format!("{:.1}", median(v)))
+        .collect();
+    println!(
+        "median ms after apply began: {}, first 200: {}",
+        steps
+            .iter()
+            .zip(&medians)
+            .map(|(s, m)| format!("{s} {m}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        medians[steps.len()]
     );
     Ok(())
 }
@@ -328,7 +376,7 @@ async fn main() -> anyhow::Result<()> {
     match args.command.as_str() {
         "apply-latency" => apply_latency(&args).await,
         "proxy" => proxy(&args).await,
-        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only).await,
+        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only, args.clients.as_deref()).await,
         "failover" => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
         "watch-fanout" => watch_fanout::run(&args.reef, u64::from(args.seconds)).await,
         "security-cost" => {

@@ -227,6 +227,12 @@ impl ReefCluster {
     }
 
     /// The index of the leader, as member `ask` sees it.
+    /// The members' process ids (0 where a member is down), for profilers.
+    pub fn pids(&self) -> Vec<u32> {
+        let pid = |c: &Option<Child>| c.as_ref().map_or(0, Child::id);
+        self.processes.0.iter().map(pid).collect()
+    }
+
     pub(crate) async fn leader(&self, http: &reqwest::Client, ask: usize) -> Option<usize> {
         let members: serde_json::Value = http
             .get(format!("{}/api/v1/members", self.urls[ask]))
@@ -255,8 +261,13 @@ pub(crate) async fn wait_for_file(path: &Path, timeout: Duration) -> anyhow::Res
 
 /// Writes at 1–256 clients, spread over the members and all on each
 /// system's leader, then linearizable reads, reef beside etcd in one run.
-/// `leader_only`: only the leader-only table.
-pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Result<()> {
+/// `leader_only`: only the leader-only table; `clients`: only these counts.
+pub async fn writes(
+    reef: &Path,
+    seconds: u64,
+    leader_only: bool,
+    clients: Option<&[usize]>,
+) -> anyhow::Result<()> {
     let reef_cluster = ReefCluster::start(reef, 3).await?;
     let etcd = EtcdCluster::start(3).await?;
     let http = reqwest::Client::new();
@@ -285,12 +296,17 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     // Warm both up.
     load(&spread.0, 4, Duration::from_secs(2)).await;
     load(&spread.1, 4, Duration::from_secs(2)).await;
+    eprintln!(
+        "reef member pids {:?}, leader member {reef_leader}",
+        reef_cluster.pids()
+    );
     println!("3 members each on loopback; ~256-byte values; {seconds} s per cell");
     println!();
     println!("| work | clients | clients on | system | ops/s | p50 (ms) | p99 (ms) | errors | reef/etcd ops/s | reef/etcd p99 |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut cells: Vec<(Work, usize, &str, &(Target, Target))> = Vec::new();
-    for clients in [1usize, 16, 64, 256] {
+    let wanted = |n: usize| clients.is_none_or(|c| c.contains(&n));
+    for clients in [1usize, 16, 64, 256].into_iter().filter(|&n| wanted(n)) {
         if !leader_only {
             cells.push((Work::Writes, clients, "all members", &spread));
         }
@@ -298,7 +314,7 @@ pub async fn writes(reef: &Path, seconds: u64, leader_only: bool) -> anyhow::Res
     }
     spread.0.prepare_reads(&http).await?;
     spread.1.prepare_reads(&http).await?;
-    for clients in [1usize, 64] {
+    for clients in [1usize, 64].into_iter().filter(|&n| wanted(n)) {
         cells.push((Work::Reads, clients, "all members", &spread));
     }
     for (work, clients, on, (reef_t, etcd_t)) in cells {

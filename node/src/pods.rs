@@ -7,6 +7,7 @@
 //! already holding a pod always finish.
 
 use crate::runtime::HttpPod;
+use reef_api::Labels;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -34,8 +35,14 @@ pub fn pod_dir(namespace: &str, name: &str, uid: &str) -> std::path::PathBuf {
 struct Pods {
     live: HashMap<String, HttpPod>,
     retiring: HashMap<String, (HttpPod, Instant)>,
-    /// Live pods that passed their readiness check, with their deployment.
-    ready: HashMap<String, String>,
+    /// Live pods that passed their readiness check.
+    ready: HashMap<String, Ready>,
+}
+
+/// What a Service's route needs of a ready pod to pick it.
+struct Ready {
+    deployment: String,
+    labels: Labels,
 }
 
 #[derive(Clone)]
@@ -63,24 +70,35 @@ impl PodTable {
         pods.live.insert(key, pod);
     }
 
-    /// Marks the live pod `key` (of `deployment`) ready.
-    pub fn mark_ready(&self, key: &str, deployment: &str) {
+    /// Marks the live pod `key` (of `deployment`, labelled `labels`) ready.
+    pub fn mark_ready(&self, key: &str, deployment: &str, labels: &Labels) {
         let mut pods = self.write();
         if pods.live.contains_key(key) {
-            pods.ready.insert(key.to_string(), deployment.to_string());
+            let ready = Ready {
+                deployment: deployment.to_string(),
+                labels: labels.clone(),
+            };
+            pods.ready.insert(key.to_string(), ready);
             drop(pods);
             self.became_ready.send_replace(());
         }
     }
 
-    /// The name of a live, ready pod of `namespace/deployment` on this node.
-    pub fn ready_pod_of(&self, namespace: &str, deployment: &str) -> Option<String> {
+    /// A live, ready pod of `namespace` on this node whose labels `selector`
+    /// selects, as the endpoints controller would list it: its name and
+    /// deployment.
+    pub fn ready_pod_selected(
+        &self,
+        namespace: &str,
+        selector: &Labels,
+    ) -> Option<(String, String)> {
         let prefix = pod_key(namespace, "");
+        let selects = |labels: &Labels| selector.iter().all(|(k, v)| labels.get(k) == Some(v));
         self.read()
             .ready
             .iter()
-            .find(|(key, d)| d.as_str() == deployment && key.starts_with(&prefix))
-            .map(|(key, _)| key[prefix.len()..].to_string())
+            .find(|(key, r)| key.starts_with(&prefix) && selects(&r.labels))
+            .map(|(key, r)| (key[prefix.len()..].to_string(), r.deployment.clone()))
     }
 
     /// Changes when a pod here becomes ready.

@@ -409,3 +409,46 @@ async fn the_listen_port_refuses_requests_without_a_valid_signature() {
     .await;
     assert_eq!(status, StatusCode::OK, "{}", text(&body));
 }
+
+/// A new Service's endpoints reach the proxy only after a round trip through
+/// the control plane (pod status write, endpoints write, watch). A pod that is
+/// ready on this node and that the Service selects answers before that; a pod
+/// of another namespace, one the selector does not pick, or one not yet ready
+/// never does.
+#[tokio::test]
+async fn a_ready_pod_here_answers_for_a_service_before_its_endpoints_arrive() {
+    let a = TestNode::start("a").await;
+    let labels = |app: &str| reef_api::Labels::from([("app".to_string(), app.to_string())]);
+    a.proxy.set_routes(routes(&[]));
+    let status_now = || async { send(a.ingress, get("/").body(empty()).unwrap()).await };
+
+    // Not selected: the wrong label, another namespace with the right one.
+    a.run_pod("other").await;
+    a.pods
+        .mark_ready(&pod_key("default", "other"), "other", &labels("other"));
+    let foreign = PodSettings {
+        env: vec![("NODE".to_string(), "foreign".to_string())],
+        ..PodSettings::default()
+    };
+    let foreign_key = pod_key("tenant-b", "app-x");
+    a.pods.insert(
+        foreign_key.clone(),
+        HttpPod::new(component().await, foreign),
+    );
+    a.pods.mark_ready(&foreign_key, "app", &labels("app"));
+    // Selected but not ready yet.
+    a.run_pod("app-1").await;
+    let (status, body) = status_now().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
+
+    a.pods
+        .mark_ready(&pod_key("default", "app-1"), "app", &labels("app"));
+    let (status, body) = status_now().await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    assert!(text(&body).starts_with("node=a\n"), "{}", text(&body));
+
+    // Once retired (deleted), it is not picked any more.
+    a.pods.retire(&pod_key("default", "app-1"));
+    let (status, body) = status_now().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
+}

@@ -340,7 +340,8 @@ impl Agent {
             .map(|o| o.name.clone())
             .unwrap_or_default();
         if status.ready {
-            self.pods.mark_ready(&key, &deployment);
+            self.pods
+                .mark_ready(&key, &deployment, &pod.metadata.labels);
         }
         tracing::info!(pod = %key, ready = status.ready, "running");
         let message = format!(
@@ -354,7 +355,8 @@ impl Agent {
             tokio::time::sleep(Duration::from_secs(1)).await;
             status.ready = self.probe(&pod, &http).await;
             if status.ready {
-                self.pods.mark_ready(&key, &deployment);
+                self.pods
+                    .mark_ready(&key, &deployment, &pod.metadata.labels);
                 self.report(&pod, status.clone()).await;
             }
         }

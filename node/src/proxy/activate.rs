@@ -77,17 +77,8 @@ impl Proxy {
                     format!("reef: service {} has no ready endpoint", now.name()),
                 ));
             }
-            // A pod ready on this node serves at once, before its endpoint
-            // has travelled through the control plane and back.
-            for target in &now.scalable {
-                if let Some(pod) = self.pods.ready_pod_of(&now.namespace, &target.deployment) {
-                    return Ok(Arc::new(now.with_endpoints(vec![reef_api::Endpoint {
-                        pod,
-                        node: self.node.clone(),
-                        address: String::new(),
-                        deployment: target.deployment.clone(),
-                    }])));
-                }
+            if let Some(here) = self.ready_here(&now) {
+                return Ok(here);
             }
             let woken = async {
                 tokio::select! {

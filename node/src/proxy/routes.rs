@@ -4,7 +4,7 @@
 
 use super::load::Outstanding;
 use rand::Rng;
-use reef_api::{Endpoint, ScaleTarget, Service};
+use reef_api::{Endpoint, Labels, ScaleTarget, Service};
 use std::sync::Arc;
 
 /// A pod with this many times its deployment's `concurrency` in flight from
@@ -19,6 +19,9 @@ pub struct Route {
     pub endpoints: Vec<Endpoint>,
     /// Autoscaled deployments behind the service: requests wait for them.
     pub scalable: Vec<ScaleTarget>,
+    /// The Service's pod selector, to pick a pod ready on this node before
+    /// the endpoints controller has listed it.
+    pub selector: Labels,
 }
 
 impl Route {
@@ -30,6 +33,7 @@ impl Route {
             path: service.spec.path.clone(),
             endpoints: service.status.endpoints.clone(),
             scalable: service.status.scalable.clone(),
+            selector: service.spec.selector.clone(),
         }
     }
 
@@ -42,6 +46,7 @@ impl Route {
             path: self.path.clone(),
             endpoints,
             scalable: self.scalable.clone(),
+            selector: self.selector.clone(),
         }
     }
 
