@@ -10,10 +10,10 @@
 use crate::registry::Registry;
 use reef_api::{Kind, RawObject, WatchEventType};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::{Hash as _, Hasher as _};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -24,6 +24,20 @@ pub struct Trigger {
     pub kind: Kind,
     /// `None`: any change.
     pub projection: Option<fn(&RawObject) -> Value>,
+    /// What a change of this kind can affect, for a loop that reconciles
+    /// only that (see [`Changed`]).
+    pub reach: Reach,
+}
+
+/// What one change can affect of the objects a loop reconciles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Any of them.
+    All,
+    /// Those in the changed object's namespace.
+    Namespace,
+    /// The changed object itself (a trigger on the loop's own kind).
+    Object,
 }
 
 impl Trigger {
@@ -32,6 +46,7 @@ impl Trigger {
         Trigger {
             kind,
             projection: None,
+            reach: Reach::All,
         }
     }
 
@@ -40,8 +55,56 @@ impl Trigger {
         Trigger {
             kind,
             projection: Some(projection),
+            reach: Reach::All,
         }
     }
+
+    /// This trigger, saying that a change affects only `reach`.
+    pub const fn reaching(self, reach: Reach) -> Trigger {
+        Trigger { reach, ..self }
+    }
+}
+
+/// What changed since a loop's last pass, so a loop whose objects are many
+/// (ten thousand Services) can reconcile only those a change can affect
+/// instead of all of them on every write. Loops that ignore it do full passes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Anything may have changed: the first pass, a resync, a watch that
+    /// restarted (it may have missed changes), a pass that failed.
+    pub all: bool,
+    /// Namespaces in which anything may have changed.
+    pub namespaces: HashSet<String>,
+    /// Objects of the loop's own kind that changed, as (namespace, name).
+    pub objects: HashSet<(String, String)>,
+}
+
+impl Changed {
+    fn everything() -> Changed {
+        Changed {
+            all: true,
+            ..Changed::default()
+        }
+    }
+
+    fn add(&mut self, reach: Reach, object: &RawObject) {
+        match reach {
+            Reach::All => self.all = true,
+            Reach::Namespace => {
+                self.namespaces.insert(object.namespace().to_string());
+            }
+            Reach::Object => {
+                let id = (object.namespace().to_string(), object.metadata.name.clone());
+                self.objects.insert(id);
+            }
+        }
+    }
+}
+
+type SharedChanges = Arc<Mutex<Changed>>;
+
+fn lock(changes: &SharedChanges) -> std::sync::MutexGuard<'_, Changed> {
+    changes.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn fingerprint(value: &Value) -> u64 {
@@ -64,7 +127,7 @@ const MIN_GAP: Duration = Duration::from_millis(1);
 /// resubscribing when a watch ends. Only while this member leads: a
 /// follower's loops do not run, so it decodes no change for them (the first
 /// pass of a new leader reads everything anyway).
-fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
+fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>, owed: SharedChanges) {
     let kind = trigger.kind;
     tokio::spawn(async move {
         // The projection last seen of each object, by namespace/name.
@@ -75,6 +138,8 @@ fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
                 tokio::time::sleep(FOLLOWER_CHECK).await;
                 continue;
             }
+            // Whatever changed before this watch begins is not in it.
+            lock(&owed).all = true;
             let since = registry.store().revision();
             match registry.watch(kind, None, since) {
                 Ok(mut changes) => {
@@ -82,11 +147,12 @@ fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
                         if !registry.store().is_leader() {
                             break;
                         }
+                        let object = &change.object;
                         let Some(projection) = trigger.projection else {
+                            lock(&owed).add(trigger.reach, object);
                             notify.notify_one();
                             continue;
                         };
-                        let object = &change.object;
                         let key = format!("{}/{}", object.namespace(), object.metadata.name);
                         let matters = if change.kind == WatchEventType::Deleted {
                             seen.remove(&key);
@@ -96,6 +162,7 @@ fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
                             seen.insert(key, print) != Some(print)
                         };
                         if matters {
+                            lock(&owed).add(trigger.reach, object);
                             notify.notify_one();
                         }
                     }
@@ -108,7 +175,8 @@ fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>) {
     });
 }
 
-/// Runs `pass` forever; a failing pass is logged and retried on the next wake-up.
+/// Runs `pass` forever, telling it what changed since the last one; a
+/// failing pass is logged and retried in full on the next wake-up.
 pub async fn run<F, Fut, E>(
     name: &'static str,
     registry: Registry,
@@ -116,13 +184,14 @@ pub async fn run<F, Fut, E>(
     resync: Duration,
     mut pass: F,
 ) where
-    F: FnMut() -> Fut,
+    F: FnMut(Changed) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
     let notify = Arc::new(Notify::new());
+    let changes: SharedChanges = Arc::new(Mutex::new(Changed::everything()));
     for trigger in triggers {
-        watch_kind(registry.clone(), *trigger, notify.clone());
+        watch_kind(registry.clone(), *trigger, notify.clone(), changes.clone());
     }
     // When the last pass ended, and how long it took.
     let mut last_pass: Option<(tokio::time::Instant, Duration)> = None;
@@ -135,7 +204,7 @@ pub async fn run<F, Fut, E>(
         };
         tokio::select! {
             _ = notify.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => lock(&changes).all = true,
         }
         if !registry.store().is_leader() {
             continue;
@@ -153,11 +222,14 @@ pub async fn run<F, Fut, E>(
             tokio::time::sleep_until(ended + (took * 2).clamp(MIN_GAP, MAX_GAP)).await;
         }
         let started = tokio::time::Instant::now();
-        let result = pass().await;
+        let changed = std::mem::take(&mut *lock(&changes));
+        let result = pass(changed).await;
         let ended = tokio::time::Instant::now();
         last_pass = Some((ended, ended - started));
         if let Err(e) = result {
             tracing::warn!(loop_name = name, "pass failed: {e}");
+            // What it did not finish is owed: the next pass is a full one.
+            lock(&changes).all = true;
             // Conflicts resolve on a fresh read; don't spin on a persistent failure.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -175,6 +247,13 @@ pub struct Retries {
 impl Retries {
     const FIRST: Duration = Duration::from_millis(100);
     const LONGEST: Duration = Duration::from_secs(30);
+
+    /// The keys whose last reconcile failed: a pass that reconciles only
+    /// what changed must still retry them.
+    pub fn failing(&self) -> Vec<String> {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        failing.keys().cloned().collect()
+    }
 
     /// Whether `key` may be reconciled now (not waiting out a back-off).
     pub fn due(&self, key: &str) -> bool {

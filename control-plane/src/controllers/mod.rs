@@ -8,9 +8,11 @@ pub mod gc;
 pub mod nodes;
 
 #[cfg(test)]
+mod endpoints_tests;
+#[cfg(test)]
 mod isolation_tests;
 
-use crate::reconcile::{self, Retries, Trigger};
+use crate::reconcile::{self, Changed, Reach, Retries, Trigger};
 use crate::registry::Registry;
 use reef_api::Kind;
 use std::time::Duration;
@@ -28,9 +30,13 @@ pub fn pod_projection(pod: &reef_api::RawObject) -> serde_json::Value {
     ])
 }
 
-/// A controller's pass over the whole cluster, with the loop's per-object back-offs.
-type Pass =
-    fn(Registry, Retries) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
+/// A controller's pass, with the loop's per-object back-offs and what
+/// changed since its last pass.
+type Pass = fn(
+    Registry,
+    Retries,
+    Changed,
+) -> futures::future::BoxFuture<'static, crate::registry::Result<()>>;
 
 fn spawn(
     name: &'static str,
@@ -43,8 +49,8 @@ fn spawn(
     tokio::spawn(async move {
         let for_pass = registry.clone();
         let retries = Retries::default();
-        reconcile::run(name, registry, &triggers, resync, || {
-            pass(for_pass.clone(), retries.clone())
+        reconcile::run(name, registry, &triggers, resync, |changed| {
+            pass(for_pass.clone(), retries.clone(), changed)
         })
         .await
     })
@@ -83,7 +89,7 @@ pub fn spawn_all(
             lifecycle_registry,
             &[Trigger::on(Kind::Node, nodes::lifecycle_projection)],
             Duration::from_secs(1),
-            || {
+            |_| {
                 let (lifecycle, registry) = (lifecycle.clone(), for_pass.clone());
                 async move { lifecycle.pass(&registry).await }
             },
@@ -100,19 +106,22 @@ pub fn spawn_all(
                 Trigger::on(Kind::Pod, pod_projection),
             ],
             Duration::from_secs(10),
-            |r, retries| async move { deployment::reconcile_all(&r, &retries).await }.boxed(),
+            |r, retries, _| async move { deployment::reconcile_all(&r, &retries).await }.boxed(),
         ),
         spawn(
             "endpoints",
             registry,
             vec![
-                Trigger::any(Kind::Service),
-                Trigger::on(Kind::Pod, pod_projection),
+                Trigger::any(Kind::Service).reaching(Reach::Object),
+                Trigger::on(Kind::Pod, pod_projection).reaching(Reach::Namespace),
                 Trigger::on(Kind::Node, endpoints::node_projection),
-                Trigger::on(Kind::Deployment, endpoints::deployment_projection),
+                Trigger::on(Kind::Deployment, endpoints::deployment_projection)
+                    .reaching(Reach::Namespace),
             ],
             Duration::from_secs(10),
-            |r, retries| async move { endpoints::reconcile_all(&r, &retries).await }.boxed(),
+            |r, retries, changed| {
+                async move { endpoints::reconcile(&r, &retries, &changed).await }.boxed()
+            },
         ),
         spawn(
             "gc",
@@ -122,7 +131,7 @@ pub fn spawn_all(
                 Trigger::on(Kind::Pod, gc::pod_projection),
             ],
             Duration::from_secs(30),
-            |r, _| async move { gc::reconcile_all(&r).await }.boxed(),
+            |r, _, _| async move { gc::reconcile_all(&r).await }.boxed(),
         ),
     ]
 }

@@ -14,6 +14,7 @@ use reef_api::{Kind, Object};
 use serde::de::DeserializeOwned;
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::mpsc::error::TryRecvError;
 
@@ -65,10 +66,29 @@ where
         }
     }
 
-    /// Every object as this member has applied it, at least up to the call.
-    fn list(&self, store: &Store) -> Result<Vec<Arc<Object<S, T>>>> {
+    /// The objects whose key starts with `within`, as this member has
+    /// applied them, at least up to the call.
+    fn list(&self, store: &Store, within: &str) -> Result<Vec<Arc<Object<S, T>>>> {
         let mut state = lock(&self.state);
-        let State { objects, events } = &mut *state;
+        self.catch_up(store, &mut state)?;
+        Ok(state
+            .objects
+            .range::<str, _>((Bound::Included(within), Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(within))
+            .map(|(_, object)| object.clone())
+            .collect())
+    }
+
+    /// The object at `key`, as this member has applied it, at least up to the call.
+    fn get(&self, store: &Store, key: &str) -> Result<Option<Arc<Object<S, T>>>> {
+        let mut state = lock(&self.state);
+        self.catch_up(store, &mut state)?;
+        Ok(state.objects.get(key).cloned())
+    }
+
+    /// Applies every change published before the call.
+    fn catch_up(&self, store: &Store, state: &mut State<S, T>) -> Result<()> {
+        let State { objects, events } = state;
         // After this, every write applied before the call is in the channel.
         store.published_revision();
         loop {
@@ -78,12 +98,11 @@ where
             };
             match receiver.try_recv() {
                 Ok(event) => self.apply(objects, &event),
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => return Ok(()),
                 // Fell behind (or a snapshot replaced the state): start over.
                 Err(TryRecvError::Disconnected) => *events = None,
             }
         }
-        Ok(objects.values().cloned().collect())
     }
 
     /// Reads the whole kind and watches it from the revision read.
@@ -128,7 +147,7 @@ pub(crate) struct Informers {
 }
 
 impl Informers {
-    pub(crate) fn list<S, T>(&self, store: &Store, kind: Kind) -> Result<Vec<Arc<Object<S, T>>>>
+    fn informer<S, T>(&self, kind: Kind) -> Result<Arc<Informer<S, T>>>
     where
         S: DeserializeOwned + Send + Sync + 'static,
         T: DeserializeOwned + Default + Send + Sync + 'static,
@@ -137,12 +156,39 @@ impl Informers {
             .entry((kind, TypeId::of::<Object<S, T>>()))
             .or_insert_with(|| Arc::new(Informer::<S, T>::new(kind)))
             .clone();
-        match any.downcast::<Informer<S, T>>() {
-            Ok(informer) => informer.list(store),
+        any.downcast::<Informer<S, T>>().map_err(|_| {
             // Cannot happen: the key holds the type.
-            Err(_) => Err(super::RegistryError::Internal(format!(
-                "informer of {kind} has another type"
-            ))),
-        }
+            super::RegistryError::Internal(format!("informer of {kind} has another type"))
+        })
+    }
+
+    /// The objects of `kind` in `namespace` (every namespace: `None`).
+    pub(crate) fn list<S, T>(
+        &self,
+        store: &Store,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Arc<Object<S, T>>>>
+    where
+        S: DeserializeOwned + Send + Sync + 'static,
+        T: DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        self.informer(kind)?.list(store, &prefix(kind, namespace))
+    }
+
+    /// One object, or `None` if it does not exist.
+    pub(crate) fn get<S, T>(
+        &self,
+        store: &Store,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Object<S, T>>>>
+    where
+        S: DeserializeOwned + Send + Sync + 'static,
+        T: DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        self.informer(kind)?
+            .get(store, &super::key(kind, namespace, name))
     }
 }

@@ -174,7 +174,34 @@ impl Registry {
         S: serde::de::DeserializeOwned + Send + Sync + 'static,
         T: serde::de::DeserializeOwned + Default + Send + Sync + 'static,
     {
-        self.informers.list(&self.store, kind)
+        self.informers.list(&self.store, kind, None)
+    }
+
+    /// [`list_cached`](Self::list_cached) of one namespace.
+    pub fn list_cached_in<S, T>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+    ) -> Result<Vec<Arc<Object<S, T>>>>
+    where
+        S: serde::de::DeserializeOwned + Send + Sync + 'static,
+        T: serde::de::DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        self.informers.list(&self.store, kind, Some(namespace))
+    }
+
+    /// One object from the same cache as [`list_cached`](Self::list_cached).
+    pub fn get_cached<S, T>(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Object<S, T>>>>
+    where
+        S: serde::de::DeserializeOwned + Send + Sync + 'static,
+        T: serde::de::DeserializeOwned + Default + Send + Sync + 'static,
+    {
+        self.informers.get(&self.store, kind, namespace, name)
     }
 
     pub fn namespace_exists(&self, namespace: &str) -> Result<bool> {

@@ -81,7 +81,7 @@ impl Scheduler {
                 Trigger::on(Kind::Node, crate::controllers::nodes::lifecycle_projection),
             ],
             Duration::from_secs(5),
-            || self.pass(),
+            |_| self.pass(),
         )
         .await
     }
