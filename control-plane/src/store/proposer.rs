@@ -36,20 +36,44 @@ struct Pending {
 /// The queue in front of the leader's Raft.
 pub(crate) struct Proposer {
     tx: mpsc::Sender<Pending>,
+    raft: Raft,
+    id: NodeId,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Proposer {
     /// Starts the batching task; it ends when the proposer is dropped.
     pub(crate) fn start(raft: Raft, id: NodeId, max_bytes: usize) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(raft, id, max_bytes, rx));
-        Proposer { tx }
+        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+        tokio::spawn(run(raft.clone(), id, max_bytes, rx, in_flight.clone()));
+        Proposer {
+            tx,
+            raft,
+            id,
+            in_flight,
+        }
     }
 
     /// Proposes `txn` in the next batch. `NotLeader` means it was not
     /// appended; any other error leaves its outcome unknown. The caller bounds
     /// the wait.
     pub(crate) async fn propose(&self, txn: Txn) -> Result<TxnOutcome, StoreError> {
+        // Nothing queued and room in Raft: a batch would hold this write
+        // alone, so propose it from here and skip two hand-offs.
+        if self.tx.capacity() == QUEUE {
+            if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
+                let proposal = Proposal { txns: vec![txn] };
+                let answer = self.raft.client_write(proposal).await;
+                drop(permit);
+                return match answer {
+                    Ok(response) => response.data.into_iter().next().ok_or_else(|| {
+                        StoreError::corrupt("an entry applied fewer outcomes than writes")
+                    }),
+                    Err(e) => Err(refusal(&e, self.id)),
+                };
+            }
+        }
         let (reply, answer) = oneshot::channel();
         let size = txn.approximate_size();
         self.tx
@@ -64,8 +88,13 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, id: NodeId, max_bytes: usize, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
+async fn run(
+    raft: Raft,
+    id: NodeId,
+    max_bytes: usize,
+    mut rx: mpsc::Receiver<Pending>,
+    in_flight: Arc<Semaphore>,
+) {
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
