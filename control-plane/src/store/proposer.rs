@@ -9,7 +9,9 @@
 //! write was answered before. No timer: a batch is whatever arrived while the
 //! previous ones were being committed, so one client pays no added latency
 //! and many clients share fsyncs. At most [`IN_FLIGHT`] entries are in Raft
-//! at once; the rest wait in the queue and make the next batch bigger.
+//! at once; the rest wait in the queue and make the next batch bigger. A
+//! write that finds the queue empty and room in Raft would be a batch of one:
+//! its caller proposes it directly.
 
 use std::sync::Arc;
 
