@@ -171,7 +171,10 @@ async fn another_tenants_namespace_is_out_of_reach() {
         .json("/api/v1/namespaces/a/deployments/web-a")
         .await;
     for field in ["uid", "generation"] {
-        assert_eq!(before["metadata"][field], after["metadata"][field], "{field}");
+        assert_eq!(
+            before["metadata"][field], after["metadata"][field],
+            "{field}"
+        );
     }
     assert_eq!(before["spec"], after["spec"]);
     assert_eq!(

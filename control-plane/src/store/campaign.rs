@@ -13,6 +13,7 @@
 //! stays as the fallback, and a member that has heard no leader since it
 //! started (a new cluster, a restart) leaves elections to it.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -110,7 +111,7 @@ pub(crate) fn watch_for_a_lost_leader(store: Weak<Store>, contact: Arc<Contact>,
                     quiet_ms = quiet.as_millis() as u64,
                     "no leader heard by a majority: campaigning"
                 );
-                if store.raft.trigger().elect().await.is_err() {
+                if store.raft.trigger().elect(false).await.is_err() {
                     return;
                 }
             }
@@ -125,7 +126,7 @@ impl Store {
     /// or candidate that votes; `None` when it leads or does not vote.
     fn other_voters(&self) -> Option<Vec<(NodeId, String)>> {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         if m.state == openraft::ServerState::Leader {
             return None;
         }

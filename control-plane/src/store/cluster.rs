@@ -18,15 +18,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::CheckIsLeaderError;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::LinearizableReadError;
+use openraft::ReadPolicy;
 use serde::de::DeserializeOwned;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::db;
 use super::error::StoreError;
 use super::rpc::{Refusal, MSGPACK, PATH_READ_INDEX, PATH_TXN};
-use super::types::{Node, NodeId, Raft, RaftError, Revision, Txn, TxnOutcome};
-use super::Store;
+use super::types::{NodeId, RaftError, Revision, Txn, TxnOutcome, TypeConfig};
+use super::{Raft, Store};
 
 /// The largest transaction proposed as one Raft entry. An AppendEntries RPC
 /// must finish within one heartbeat interval (openraft's rule), so entries
@@ -65,14 +67,17 @@ impl CallError {
 /// next attempt goes out as soon as the election ends, not a back-off later.
 pub(super) struct Backoff {
     next: Duration,
-    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Node>>,
+    metrics: openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::RaftMetrics<TypeConfig>,
+    >,
     leader: Option<NodeId>,
 }
 
 impl Backoff {
     pub(super) fn new(raft: &Raft) -> Self {
         let metrics = raft.metrics();
-        let leader = metrics.borrow().current_leader;
+        let leader = metrics.borrow_watched().current_leader;
         Backoff {
             next: Duration::from_millis(10),
             metrics,
@@ -88,16 +93,17 @@ impl Backoff {
         }
         let sleep = sleep_until((now + self.next).min(deadline));
         let known = self.leader;
-        let new_leader = async {
-            let changed = self
-                .metrics
-                .wait_for(|m| m.current_leader.is_some() && m.current_leader != known)
-                .await
-                .map(|m| m.current_leader);
-            match changed {
-                Ok(leader) => leader,
-                // Raft stopped: only the sleep is left to wait for.
-                Err(_) => std::future::pending().await,
+        let metrics = &mut self.metrics;
+        let new_leader = async move {
+            loop {
+                let leader = metrics.borrow_and_update().current_leader;
+                if leader.is_some() && leader != known {
+                    return leader;
+                }
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: only the sleep is left to wait for.
+                    return std::future::pending().await;
+                }
             }
         };
         tokio::select! {
@@ -413,25 +419,25 @@ impl Store {
         if self.stopped() {
             return Err(self.not_leader());
         }
-        match timeout_at(deadline, self.raft.get_read_log_id()).await {
+        let read = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        match timeout_at(deadline, read).await {
             Ok(Ok((read, applied))) => {
-                if read > applied {
-                    let index = read.map(|l| l.index);
+                if applied.is_none_or(|a| read.index() > a.index) {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     self.raft
                         .wait(Some(wait))
-                        .applied_index_at_least(index, "leader applied its read index")
+                        .applied_index_at_least(Some(read.index()), "leader applied its read index")
                         .await
                         .map_err(|e| StoreError::Timeout(e.to_string()))?;
                 }
                 Ok(self.revision())
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(StoreError::NotLeader {
                     leader: f.leader_id.filter(|&l| l != self.id),
                 })
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => Err(
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(
                 StoreError::Timeout(format!("no quorum confirmed the leadership: {q}")),
             ),
             Ok(Err(RaftError::Fatal(e))) => Err(StoreError::Stopped(e.to_string())),

@@ -19,7 +19,8 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::error::StoreError;
-use super::types::{NodeId, Proposal, Raft, RaftError, Txn, TxnOutcome};
+use super::types::{NodeId, Proposal, RaftError, Txn, TxnOutcome, TypeConfig};
+use super::Raft;
 
 /// Most transactions in one entry.
 pub(crate) const MAX_PROPOSAL_TXNS: usize = 1024;
@@ -155,11 +156,15 @@ async fn run(
 }
 
 /// What each writer of a refused batch is told.
-fn refusal(e: &RaftError<ClientWriteError<NodeId, openraft::BasicNode>>, id: NodeId) -> StoreError {
+fn refusal(e: &RaftError<ClientWriteError<TypeConfig>>, id: NodeId) -> StoreError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
             leader: f.leader_id.filter(|&l| l != id),
         },
+        // Appended, then leadership moved: it may yet commit under the next leader.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => StoreError::Timeout(
+            "leadership changed before the write committed; its outcome is unknown".into(),
+        ),
         RaftError::APIError(e) => StoreError::Raft(e.to_string()),
         // It may have been appended before Raft stopped.
         RaftError::Fatal(e) => StoreError::Timeout(format!("{e}; the write's outcome is unknown")),

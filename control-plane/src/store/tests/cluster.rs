@@ -2,6 +2,7 @@
 //! compacted (so they catch up from a snapshot), become voters, replicate a
 //! write, and elect a new leader when the first one stops.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ async fn three_members_replicate_over_http() -> anyhow::Result<()> {
     let joined_at = m1.store.revision();
     for m in [&m2, &m3] {
         caught_up(m, joined_at).await?;
-        let snapshot = m.store.raft().metrics().borrow().snapshot;
+        let snapshot = m.store.raft().metrics().borrow_watched().snapshot;
         ensure!(
             snapshot.is_some(),
             "member {} caught up from a snapshot",
