@@ -1,10 +1,11 @@
 //! Elections that start as soon as a majority has lost the leader.
 //!
-//! openraft 0.9 campaigns only after `election_max` (the lease during which
-//! voters refuse every vote) plus a timeout drawn once per process, checked
-//! on a tick of 1.5 heartbeats: a killed leader costs about 300 ms, and two
-//! survivors whose draws are close split the vote again and again, because
-//! the draws never change. Each voter also runs this watchdog. Once it has
+//! openraft campaigns only after `election_max` (the lease during which
+//! voters refuse every vote) plus a random timeout, checked on a tick of 1.5
+//! heartbeats: a killed leader costs about 300 ms, and two survivors whose
+//! draws are close split the vote. (0.9 drew the timeout once per process,
+//! so such a split repeated; 0.10 draws it again for each election.) Each
+//! voter also runs this watchdog. Once it has
 //! heard no leader for the lease plus a jitter drawn afresh for every try, it
 //! asks the other voters how long they have not heard one, and campaigns only
 //! when a majority, itself included, is past the lease. Their votes will then
