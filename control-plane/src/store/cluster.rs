@@ -63,25 +63,34 @@ impl CallError {
 }
 
 /// Waits between attempts: 10 ms doubling to 100 ms, never past the
-/// deadline, and no longer once a new leader is known: after a failover the
-/// next attempt goes out as soon as the election ends, not a back-off later.
+/// deadline, and no longer once a retry can succeed: when a new leader is
+/// known (after a failover the next attempt goes out as soon as the election
+/// ends, not a back-off later), or when this member leads and a quorum has
+/// acknowledged it again (openraft refuses writes on a leader until a
+/// quorum has acknowledged it, which a just-elected one has not yet).
 pub(super) struct Backoff {
     next: Duration,
-    metrics: openraft::type_config::alias::WatchReceiverOf<
-        TypeConfig,
-        openraft::RaftMetrics<TypeConfig>,
-    >,
+    metrics: MetricsReceiver,
     leader: Option<NodeId>,
+    acked: Option<AckedAt>,
 }
+
+type MetricsReceiver =
+    openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
+type AckedAt = openraft::type_config::alias::SerdeInstantOf<TypeConfig>;
 
 impl Backoff {
     pub(super) fn new(raft: &Raft) -> Self {
         let metrics = raft.metrics();
-        let leader = metrics.borrow_watched().current_leader;
+        let (leader, acked) = {
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.last_quorum_acked.clone())
+        };
         Backoff {
             next: Duration::from_millis(10),
             metrics,
             leader,
+            acked,
         }
     }
 
@@ -92,13 +101,19 @@ impl Backoff {
             return false;
         }
         let sleep = sleep_until((now + self.next).min(deadline));
-        let known = self.leader;
+        let (known, acked) = (self.leader, self.acked.clone());
         let metrics = &mut self.metrics;
-        let new_leader = async move {
+        let retry_worthwhile = async move {
             loop {
-                let leader = metrics.borrow_and_update().current_leader;
-                if leader.is_some() && leader != known {
-                    return leader;
+                {
+                    let m = metrics.borrow_and_update();
+                    let leader = m.current_leader;
+                    let leads = leader == Some(m.id);
+                    if (leader.is_some() && leader != known)
+                        || (leads && m.last_quorum_acked.is_some() && m.last_quorum_acked != acked)
+                    {
+                        return;
+                    }
                 }
                 if metrics.changed().await.is_err() {
                     // Raft stopped: only the sleep is left to wait for.
@@ -108,7 +123,12 @@ impl Backoff {
         };
         tokio::select! {
             () = sleep => {}
-            leader = new_leader => self.leader = leader,
+            () = retry_worthwhile => {}
+        }
+        {
+            let m = self.metrics.borrow_watched();
+            self.leader = m.current_leader;
+            self.acked = m.last_quorum_acked.clone();
         }
         self.next = (self.next * 2).min(Duration::from_millis(100));
         Instant::now() < deadline
