@@ -46,7 +46,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use openraft::error::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
 
@@ -54,11 +53,8 @@ pub use cluster::MAX_TXN_BYTES;
 pub use error::StoreError;
 pub use types::{
     BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Proposal,
-    Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
+    Raft, Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
-
-/// The Raft node of this member.
-pub(crate) type Raft = openraft::Raft<TypeConfig, StateMachine>;
 pub use watch::Watch;
 
 use db::Db;
@@ -187,11 +183,6 @@ impl StoreConfig {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: self.keep_logs,
             max_payload_entries: self.max_payload_entries.max(1),
-            // A member whose data dir was wiped and that comes back under its
-            // id must not make the leader panic (openraft asserts that a
-            // follower log never goes back); add_member takes such a member
-            // out and back in as a learner if it is still empty by then.
-            allow_log_reversion: Some(true),
             ..Config::default()
         };
         config
@@ -385,12 +376,12 @@ impl Store {
 
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow_watched();
+        let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
     pub fn leader_id(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow_watched().current_leader
+        self.raft.metrics().borrow().current_leader
     }
 
     pub fn id(&self) -> NodeId {
@@ -400,8 +391,8 @@ impl Store {
     /// Where this member's log and snapshot stand, for metrics and tests.
     pub fn progress(&self) -> Progress {
         let m = self.raft.metrics();
-        let m = m.borrow_watched();
-        let index = |id: Option<types::LogId>| id.map_or(0, |l| l.index);
+        let m = m.borrow();
+        let index = |id: Option<openraft::LogId<NodeId>>| id.map_or(0, |l| l.index);
         Progress {
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
@@ -413,7 +404,7 @@ impl Store {
 
     /// The openraft handle, for metrics (prefer [`Store::members`],
     /// [`Store::add_member`] and [`Store::remove_member`] for membership).
-    pub(crate) fn raft(&self) -> &Raft {
+    pub fn raft(&self) -> &Raft {
         &self.raft
     }
 
@@ -484,6 +475,6 @@ impl Store {
     }
 }
 
-fn stopped(e: openraft::error::Fatal<TypeConfig>) -> StoreError {
+fn stopped(e: openraft::error::Fatal<NodeId>) -> StoreError {
     StoreError::Stopped(e.to_string())
 }
