@@ -371,13 +371,29 @@ impl ControlPlane {
         for name in names {
             let text = std::fs::read_to_string(self.home.path().join(&name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
+            let first_notable: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| is_notable(l))
+                .take(20)
+                .collect();
             out.push_str(&format!(
-                "--- {name} ---\n{}\n",
+                "--- {name}: first warnings and elections ---\n{}\n--- {name}: last lines ---\n{}\n",
+                first_notable.join("\n"),
                 lines[lines.len().saturating_sub(40)..].join("\n")
             ));
         }
         out
     }
+}
+
+/// Where an unexpected election starts: reef's own warnings (a slow disk, a
+/// starved runtime) and the first campaigns, which the Raft chatter after
+/// them pushes out of the last lines.
+fn is_notable(line: &str) -> bool {
+    let warned =
+        (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("openraft");
+    warned || line.contains("campaigning") || line.contains("do trigger election")
 }
 
 impl Drop for ControlPlane {

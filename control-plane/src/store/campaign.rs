@@ -7,9 +7,12 @@
 //! the draws never change. Each voter also runs this watchdog. Once it has
 //! heard no leader for the lease plus a jitter drawn afresh for every try, it
 //! asks the other voters how long they have not heard one, and campaigns only
-//! when a majority, itself included, is past the lease. Their votes will then
-//! be granted, and a member cut off alone (or merely slow) cannot unseat a
-//! leader the others still hear: a pre-vote of reef's own. openraft's timer
+//! when a majority, itself included, is past the lease and holds no log
+//! newer than its own. Their votes will then be granted, and a member cut
+//! off alone (or merely slow) cannot unseat a leader the others still hear:
+//! a pre-vote of reef's own. Without the log check, a member one entry
+//! behind campaigned again and again, lost every time, and with each higher
+//! term voided the campaign of the member that could win (CI saw term 133). openraft's timer
 //! stays as the fallback, and a member that has heard no leader since it
 //! started (a new cluster, a restart) leaves elections to it.
 
@@ -20,7 +23,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::types::NodeId;
+use super::error::StoreError;
+use super::types::{LogId, NodeId};
 use super::Store;
 
 /// How often the watchdog looks.
@@ -61,18 +65,27 @@ pub(crate) struct Quiet {
     pub leading: bool,
     /// Milliseconds since it last heard a leader; `None` if it never has.
     pub quiet_ms: Option<u64>,
+    /// Its last log id: it refuses a candidate whose log is older. Absent
+    /// from a member that predates the field, which then counts as granting.
+    #[serde(default)]
+    pub last_log: Option<LogId>,
 }
 
 impl Store {
     /// This member's answer to another's pre-vote.
-    pub(crate) fn quiet(&self) -> Quiet {
-        Quiet {
+    pub(crate) fn quiet(&self) -> Result<Quiet, StoreError> {
+        Ok(Quiet {
             leading: self.is_leader(),
             quiet_ms: self
                 .contact
                 .quiet()
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        }
+            last_log: self.last_log_id()?,
+        })
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
+        super::log_store::last_log_id(&self.shared.db)
     }
 }
 
@@ -148,12 +161,16 @@ impl Store {
 /// that has heard no leader for the lease (so their votes will be granted).
 async fn majority_past_lease(store: &Store, others: &[(NodeId, String)], lease: Duration) -> bool {
     let deadline = Instant::now() + lease / 2;
+    let Ok(mine) = store.last_log_id() else {
+        return false;
+    };
+    let mine = &mine;
     let asks = others.iter().map(|(_, addr)| async move {
         match store
             .call::<Quiet>(addr, super::rpc::PATH_QUIET, None, deadline)
             .await
         {
-            Ok(Ok(answer)) => would_grant(&answer, lease),
+            Ok(Ok(answer)) => would_grant(&answer, lease, mine),
             // Unreachable (the dead leader among them) or refusing: not a vote.
             _ => false,
         }
@@ -167,12 +184,14 @@ async fn majority_past_lease(store: &Store, others: &[(NodeId, String)], lease: 
 }
 
 /// A voter past the lease grants a vote (openraft refuses every vote until
-/// `election_max` after the last heartbeat); one that leads never does.
-fn would_grant(answer: &Quiet, lease: Duration) -> bool {
+/// `election_max` after the last heartbeat) to a candidate whose last log id
+/// is at least its own; one that leads never does.
+fn would_grant(answer: &Quiet, lease: Duration, candidate_log: &Option<LogId>) -> bool {
     !answer.leading
         && answer
             .quiet_ms
             .is_none_or(|ms| u128::from(ms) >= lease.as_millis())
+        && answer.last_log <= *candidate_log
 }
 
 /// This member and `agreeing` of the `others` make a majority of the voters.
@@ -186,24 +205,59 @@ mod tests {
 
     const LEASE: Duration = Duration::from_millis(160);
 
+    fn log_id(term: u64, index: u64) -> Option<LogId> {
+        Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index))
+    }
+
     fn answer(leading: bool, quiet_ms: Option<u64>) -> Quiet {
-        Quiet { leading, quiet_ms }
+        Quiet {
+            leading,
+            quiet_ms,
+            last_log: log_id(1, 20),
+        }
     }
 
     #[test]
     fn only_a_voter_past_the_lease_that_does_not_lead_agrees() {
-        assert!(would_grant(&answer(false, Some(160)), LEASE));
+        let mine = log_id(1, 20);
+        assert!(would_grant(&answer(false, Some(160)), LEASE, &mine));
         assert!(
-            would_grant(&answer(false, None), LEASE),
+            would_grant(&answer(false, None), LEASE, &mine),
             "restarted: heard no leader yet"
         );
         assert!(
-            !would_grant(&answer(false, Some(159)), LEASE),
+            !would_grant(&answer(false, Some(159)), LEASE, &mine),
             "still hears the leader"
         );
         assert!(
-            !would_grant(&answer(true, Some(10_000)), LEASE),
+            !would_grant(&answer(true, Some(10_000)), LEASE, &mine),
             "the leader itself"
+        );
+    }
+
+    #[test]
+    fn a_voter_with_a_newer_log_does_not_agree() {
+        let voter = answer(false, Some(10_000));
+        assert!(
+            !would_grant(&voter, LEASE, &log_id(1, 19)),
+            "one entry behind: openraft would refuse the vote"
+        );
+        assert!(
+            !would_grant(&voter, LEASE, &None),
+            "an empty log is behind any entry"
+        );
+        assert!(would_grant(&voter, LEASE, &log_id(1, 20)), "as new");
+        assert!(
+            would_grant(&voter, LEASE, &log_id(2, 5)),
+            "a later term outranks a longer log"
+        );
+        let old_member = Quiet {
+            last_log: None,
+            ..answer(false, Some(10_000))
+        };
+        assert!(
+            would_grant(&old_member, LEASE, &None),
+            "a member without the field grants as before"
         );
     }
 

@@ -5,12 +5,14 @@
 //! also makes every earlier unsynced state-machine write durable.
 
 use std::path::Path;
+use std::time::Instant;
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::StoreError;
+use super::slow;
 
 /// Raft log entries, keyed by big-endian index.
 pub(crate) const CF_LOGS: &str = "logs";
@@ -72,7 +74,17 @@ impl Db {
     pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(sync);
+        let started = Instant::now();
         self.inner.write_opt(batch, &wo)?;
+        slow::note_io(if sync { "synced batch" } else { "batch" }, started);
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub(crate) fn sync_wal(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.inner.flush_wal(true)?;
+        slow::note_io("WAL sync", started);
         Ok(())
     }
 

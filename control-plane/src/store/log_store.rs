@@ -55,18 +55,6 @@ impl LogStore {
         Ok(out)
     }
 
-    fn last_log_id(&self) -> Result<Option<LogId>, StoreError> {
-        let cf = self.db.cf(CF_LOGS)?;
-        match self.db.raw().iterator_cf(cf, IteratorMode::End).next() {
-            Some(item) => {
-                let (_, value) = item?;
-                let entry: Entry = db::decode(&value)?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
-        }
-    }
-
     fn put_meta<T: serde::Serialize>(
         &self,
         key: &[u8],
@@ -98,6 +86,25 @@ impl LogStore {
             batch.put_cf(self.db.cf(CF_RAFT)?, KEY_PURGED, db::encode(purged)?);
         }
         self.db.write(batch, true)
+    }
+}
+
+/// The id of the last entry in the log, or of the purge point when the log
+/// is empty: what openraft compares when it grants a vote.
+pub(crate) fn last_log_id(db: &Db) -> Result<Option<LogId>, StoreError> {
+    let purged: Option<LogId> = db.get_decoded(CF_RAFT, KEY_PURGED)?;
+    Ok(last_in_log(db)?.or(purged))
+}
+
+fn last_in_log(db: &Db) -> Result<Option<LogId>, StoreError> {
+    let cf = db.cf(CF_LOGS)?;
+    match db.raw().iterator_cf(cf, IteratorMode::End).next() {
+        Some(item) => {
+            let (_, value) = item?;
+            let entry: Entry = db::decode(&value)?;
+            Ok(Some(entry.log_id))
+        }
+        None => Ok(None),
     }
 }
 
@@ -159,10 +166,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let state = (|| {
             let last_purged: Option<LogId> = self.db.get_decoded(CF_RAFT, KEY_PURGED)?;
-            let last = self.last_log_id()?.or(last_purged);
             Ok::<_, StoreError>(LogState {
                 last_purged_log_id: last_purged,
-                last_log_id: last,
+                last_log_id: last_in_log(&self.db)?.or(last_purged),
             })
         })();
         state.map_err(|e| StorageIOError::read_logs(&e).into())
@@ -218,8 +224,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let synced = db
-                .raw()
-                .flush_wal(true)
+                .sync_wal()
                 .map_err(|e| std::io::Error::other(e.to_string()));
             callback.log_io_completed(synced);
         });

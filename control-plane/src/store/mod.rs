@@ -31,6 +31,7 @@ mod membership;
 mod network;
 mod proposer;
 mod rpc;
+mod slow;
 mod snapshot;
 mod state_machine;
 pub mod types;
@@ -292,6 +293,7 @@ impl Store {
             initialized_at_open,
         });
         campaign::watch_for_a_lost_leader(Arc::downgrade(&store), contact, config.election_max);
+        slow::watch_runtime(Arc::downgrade(&store));
         Ok(store)
     }
 
@@ -470,8 +472,7 @@ impl Store {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.shared.db.raw().flush_wal(true)?;
-        Ok(())
+        self.shared.db.sync_wal()
     }
 }
 

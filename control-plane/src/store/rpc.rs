@@ -270,7 +270,7 @@ async fn snapshot(State(s): State<RpcState>, body: Bytes) -> Response {
 
 async fn quiet(State(s): State<RpcState>) -> Response {
     match s.store.upgrade() {
-        Some(store) => reply(&Ok::<_, Refusal>(store.quiet())),
+        Some(store) => reply(&store.quiet().map_err(Refusal::from)),
         None => gone(),
     }
 }
