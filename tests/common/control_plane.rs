@@ -328,12 +328,22 @@ impl ControlPlane {
     }
 
     fn signal_node(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("node running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}");
+        signal_process(self.nodes[i].child.as_ref().expect("node running"), signal);
+    }
+
+    /// Freezes member `i` (SIGSTOP): alive, but deaf and silent.
+    pub fn pause(&self, i: usize) {
+        signal_process(
+            self.members[i].child.as_ref().expect("member running"),
+            "-STOP",
+        );
+    }
+
+    pub fn resume(&self, i: usize) {
+        signal_process(
+            self.members[i].child.as_ref().expect("member running"),
+            "-CONT",
+        );
     }
 
     /// The process id of node `i`, while it runs.
@@ -385,6 +395,15 @@ impl ControlPlane {
         }
         out
     }
+}
+
+fn signal_process(child: &Child, signal: &str) {
+    let pid = child.id();
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Where an unexpected election starts: reef's own warnings (a slow disk, a
