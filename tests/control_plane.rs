@@ -1,6 +1,7 @@
 //! The replicated control plane with real processes on loopback: leader loss under
 //! writes, full restarts, catching up by snapshot, backup and restore, five
-//! members with two down, and reading one's own writes from another member.
+//! members with two down, a member behind on the log that must not hold off an
+//! election, and reading one's own writes from another member.
 
 mod common;
 
