@@ -18,7 +18,6 @@ use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::Membership;
 use rocksdb::WriteBatch;
@@ -246,18 +245,12 @@ fn build<R: Read>(
                 addr: advertise.to_owned(),
             },
         )]),
-    );
+    )
+    .map_err(|e| StoreError::Config(format!("a membership of member {id}: {e}")))?;
     let membership = StoredMembership::new(Some(last), membership);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
     let meta = SnapshotMeta {
         last_log_id: Some(last),
         last_membership: membership.clone(),
-        snapshot_id: format!(
-            "{}-{}-{}-restored-{nanos}",
-            last.leader_id.term, id, last.index
-        ),
     };
 
     // The current snapshot, written alongside the key space: joining members

@@ -1,10 +1,11 @@
 //! Elections that start as soon as a majority has lost the leader.
 //!
-//! openraft 0.9 campaigns only after `election_max` (the lease during which
-//! voters refuse every vote) plus a timeout drawn once per process, checked
-//! on a tick of 1.5 heartbeats: a killed leader costs about 300 ms, and two
-//! survivors whose draws are close split the vote again and again, because
-//! the draws never change. Each voter also runs this watchdog. Once it has
+//! openraft campaigns only after `election_max` (the lease during which
+//! voters refuse every vote) plus a random timeout, checked on a tick of 1.5
+//! heartbeats: a killed leader costs about 300 ms, and two survivors whose
+//! draws are close split the vote. (0.9 drew the timeout once per process,
+//! so such a split repeated; 0.10 draws it again for each election.) Each
+//! voter also runs this watchdog. Once it has
 //! heard no leader for the lease plus a jitter drawn afresh for every try, it
 //! asks the other voters how long they have not heard one, and campaigns only
 //! when a majority, itself included, is past the lease and holds no log
@@ -16,6 +17,7 @@
 //! stays as the fallback, and a member that has heard no leader since it
 //! started (a new cluster, a restart) leaves elections to it.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -123,7 +125,7 @@ pub(crate) fn watch_for_a_lost_leader(store: Weak<Store>, contact: Arc<Contact>,
                     quiet_ms = quiet.as_millis() as u64,
                     "no leader heard by a majority: campaigning"
                 );
-                if store.raft.trigger().elect().await.is_err() {
+                if store.raft.trigger().elect(false).await.is_err() {
                     return;
                 }
             }
@@ -138,7 +140,7 @@ impl Store {
     /// or candidate that votes; `None` when it leads or does not vote.
     fn other_voters(&self) -> Option<Vec<(NodeId, String)>> {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         if m.state == openraft::ServerState::Leader {
             return None;
         }

@@ -18,15 +18,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openraft::error::CheckIsLeaderError;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::LinearizableReadError;
+use openraft::ReadPolicy;
 use serde::de::DeserializeOwned;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
 use super::db;
 use super::error::StoreError;
 use super::rpc::{Refusal, MSGPACK, PATH_READ_INDEX, PATH_TXN};
-use super::types::{Node, NodeId, Raft, RaftError, Revision, Txn, TxnOutcome};
-use super::Store;
+use super::types::{NodeId, RaftError, Revision, Txn, TxnOutcome, TypeConfig};
+use super::{Raft, Store};
 
 /// The largest transaction proposed as one Raft entry. An AppendEntries RPC
 /// must finish within one heartbeat interval (openraft's rule), so entries
@@ -61,22 +63,34 @@ impl CallError {
 }
 
 /// Waits between attempts: 10 ms doubling to 100 ms, never past the
-/// deadline, and no longer once a new leader is known: after a failover the
-/// next attempt goes out as soon as the election ends, not a back-off later.
+/// deadline, and no longer once a retry can succeed: when a new leader is
+/// known (after a failover the next attempt goes out as soon as the election
+/// ends, not a back-off later), or when this member leads and a quorum has
+/// acknowledged it again (openraft refuses writes on a leader until a
+/// quorum has acknowledged it, which a just-elected one has not yet).
 pub(super) struct Backoff {
     next: Duration,
-    metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<NodeId, Node>>,
+    metrics: MetricsReceiver,
     leader: Option<NodeId>,
+    acked: Option<AckedAt>,
 }
+
+type MetricsReceiver =
+    openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
+type AckedAt = openraft::type_config::alias::SerdeInstantOf<TypeConfig>;
 
 impl Backoff {
     pub(super) fn new(raft: &Raft) -> Self {
         let metrics = raft.metrics();
-        let leader = metrics.borrow().current_leader;
+        let (leader, acked) = {
+            let m = metrics.borrow_watched();
+            (m.current_leader, m.last_quorum_acked.clone())
+        };
         Backoff {
             next: Duration::from_millis(10),
             metrics,
             leader,
+            acked,
         }
     }
 
@@ -87,22 +101,34 @@ impl Backoff {
             return false;
         }
         let sleep = sleep_until((now + self.next).min(deadline));
-        let known = self.leader;
-        let new_leader = async {
-            let changed = self
-                .metrics
-                .wait_for(|m| m.current_leader.is_some() && m.current_leader != known)
-                .await
-                .map(|m| m.current_leader);
-            match changed {
-                Ok(leader) => leader,
-                // Raft stopped: only the sleep is left to wait for.
-                Err(_) => std::future::pending().await,
+        let (known, acked) = (self.leader, self.acked.clone());
+        let metrics = &mut self.metrics;
+        let retry_worthwhile = async move {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    let leader = m.current_leader;
+                    let leads = leader == Some(m.id);
+                    if (leader.is_some() && leader != known)
+                        || (leads && m.last_quorum_acked.is_some() && m.last_quorum_acked != acked)
+                    {
+                        return;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    // Raft stopped: only the sleep is left to wait for.
+                    return std::future::pending().await;
+                }
             }
         };
         tokio::select! {
             () = sleep => {}
-            leader = new_leader => self.leader = leader,
+            () = retry_worthwhile => {}
+        }
+        {
+            let m = self.metrics.borrow_watched();
+            self.leader = m.current_leader;
+            self.acked = m.last_quorum_acked.clone();
         }
         self.next = (self.next * 2).min(Duration::from_millis(100));
         Instant::now() < deadline
@@ -413,25 +439,25 @@ impl Store {
         if self.stopped() {
             return Err(self.not_leader());
         }
-        match timeout_at(deadline, self.raft.get_read_log_id()).await {
+        let read = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        match timeout_at(deadline, read).await {
             Ok(Ok((read, applied))) => {
-                if read > applied {
-                    let index = read.map(|l| l.index);
+                if applied.is_none_or(|a| read.index() > a.index) {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     self.raft
                         .wait(Some(wait))
-                        .applied_index_at_least(index, "leader applied its read index")
+                        .applied_index_at_least(Some(read.index()), "leader applied its read index")
                         .await
                         .map_err(|e| StoreError::Timeout(e.to_string()))?;
                 }
                 Ok(self.revision())
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
                 Err(StoreError::NotLeader {
                     leader: f.leader_id.filter(|&l| l != self.id),
                 })
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => Err(
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => Err(
                 StoreError::Timeout(format!("no quorum confirmed the leadership: {q}")),
             ),
             Ok(Err(RaftError::Fatal(e))) => Err(StoreError::Stopped(e.to_string())),

@@ -8,13 +8,13 @@ use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
-use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError};
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use super::db::{self, Db, CF_LOGS, CF_RAFT};
 use super::error::StoreError;
-use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::types::{Entry, LogId, TypeConfig, Vote};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_PURGED: &[u8] = b"last_purged";
@@ -112,7 +112,7 @@ fn last_in_log(db: &Db) -> Result<Option<LogId>, StoreError> {
 /// point or an applied entry (a restored store has no entries, only the rest).
 pub(crate) fn holds_state(db: &Db) -> Result<bool, StoreError> {
     let vote: Option<Vote> = db.get_decoded(CF_RAFT, KEY_VOTE)?;
-    if vote.is_some_and(|v| v != Vote::default()) {
+    if vote.is_some_and(|v| v.leader_id.term != 0) {
         return Ok(true);
     }
     let purged: Option<LogId> = db.get_decoded(CF_RAFT, KEY_PURGED)?;
@@ -150,95 +150,92 @@ fn start_of(range: &impl RangeBounds<u64>) -> u64 {
     }
 }
 
+/// openraft sees storage failures as I/O errors.
+fn io(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> Result<Vec<Entry>, std::io::Error> {
         self.entries(start_of(&range), range.end_bound().cloned())
-            .map_err(|e| StorageIOError::read_logs(&e).into())
+            .map_err(io)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, std::io::Error> {
+        self.db.get_decoded(CF_RAFT, KEY_VOTE).map_err(io)
     }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let state = (|| {
-            let last_purged: Option<LogId> = self.db.get_decoded(CF_RAFT, KEY_PURGED)?;
-            Ok::<_, StoreError>(LogState {
-                last_purged_log_id: last_purged,
-                last_log_id: last_in_log(&self.db)?.or(last_purged),
-            })
-        })();
-        state.map_err(|e| StorageIOError::read_logs(&e).into())
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, std::io::Error> {
+        let last_purged: Option<LogId> = self.db.get_decoded(CF_RAFT, KEY_PURGED).map_err(io)?;
+        Ok(LogState {
+            last_purged_log_id: last_purged.clone(),
+            last_log_id: last_in_log(&self.db).map_err(io)?.or(last_purged),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote, true)
-            .map_err(|e| StorageIOError::write_vote(&e).into())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.db
-            .get_decoded(CF_RAFT, KEY_VOTE)
-            .map_err(|e| StorageIOError::read_vote(&e).into())
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), std::io::Error> {
+        self.put_meta(KEY_VOTE, vote, true).map_err(io)
     }
 
     /// Saved without fsync: it only lets a restarted member re-apply committed
     /// entries sooner; losing it is harmless.
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed, false)
-            .map_err(|e| StorageIOError::write(&e).into())
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), std::io::Error> {
+        self.put_meta(KEY_COMMITTED, &committed, false).map_err(io)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let committed: Result<Option<Option<LogId>>, _> =
-            self.db.get_decoded(CF_RAFT, KEY_COMMITTED);
-        committed
-            .map(Option::flatten)
-            .map_err(|e| StorageIOError::read(&e).into())
+    async fn read_committed(&mut self) -> Result<Option<LogId>, std::io::Error> {
+        let committed: Option<Option<LogId>> =
+            self.db.get_decoded(CF_RAFT, KEY_COMMITTED).map_err(io)?;
+        Ok(committed.flatten())
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), std::io::Error>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Written now (openraft may read them at once), then the WAL is synced
-        // on a blocking thread and only then does the callback say they are
-        // durable: the fsync never holds an async worker, where heartbeats and
-        // requests run.
+        // Written now (openraft reads them at once to replicate), then the WAL
+        // is synced on a blocking thread and only then does the callback say
+        // they are durable: the leader sends entries to followers while its
+        // own fsync runs, and counts itself towards the quorum only after it.
+        // The fsync never holds an async worker, where heartbeats run.
         if let Err(e) = self.append_unsynced(entries) {
-            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-            return Err(StorageIOError::write_logs(&e).into());
+            let message = e.to_string();
+            callback.io_completed(Err(std::io::Error::other(message.clone())));
+            return Err(std::io::Error::other(message));
         }
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let synced = db
                 .sync_wal()
                 .map_err(|e| std::io::Error::other(e.to_string()));
-            callback.log_io_completed(synced);
+            callback.io_completed(synced);
         });
         Ok(())
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.delete_range(log_id.index, u64::MAX, None)
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), std::io::Error> {
+        let from = last.map_or(0, |l| l.index.saturating_add(1));
+        self.delete_range(from, u64::MAX, None).map_err(io)
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> Result<(), std::io::Error> {
         let to = log_id.index.saturating_add(1);
-        self.delete_range(0, to, Some(&log_id))
-            .map_err(|e| StorageIOError::write_logs(&e).into())
+        self.delete_range(0, to, Some(&log_id)).map_err(io)
     }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ChangeMembershipError, ClientWriteError};
 use openraft::ChangeMembers;
 use tokio::time::{sleep_until, timeout_at, Instant};
@@ -65,7 +66,7 @@ impl Store {
     /// The current membership and leader as this member sees them, by id.
     pub fn members(&self) -> Vec<MemberInfo> {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         membership
@@ -91,8 +92,8 @@ impl Store {
             return true;
         }
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        m.last_log_index.is_some() || m.vote != Default::default()
+        let m = metrics.borrow_watched();
+        m.last_log_index.is_some() || m.vote.leader_id.term != 0
     }
 
     /// Runs a membership change on the leader, locally or over RPC,
@@ -167,7 +168,7 @@ impl Store {
 
     pub(crate) fn status(&self) -> MemberStatus {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         MemberStatus {
             id: self.id,
             applied: m.last_applied.map_or(0, |l| l.index),
@@ -176,7 +177,7 @@ impl Store {
             term: m.current_term,
             initialized: self.initialized_at_open
                 || m.last_log_index.is_some()
-                || m.vote != Default::default(),
+                || m.vote.leader_id.term != 0,
         }
     }
 
@@ -273,7 +274,7 @@ impl Store {
         }
         let voters: BTreeSet<NodeId> = {
             let metrics = self.raft.metrics();
-            let m = metrics.borrow();
+            let m = metrics.borrow_watched();
             m.membership_config.membership().voter_ids().collect()
         };
         match self.membership_entry(id) {
@@ -314,7 +315,7 @@ impl Store {
     /// The member's address, if it is a member, and whether it votes.
     fn membership_entry(&self, id: NodeId) -> (Option<String>, bool) {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         let membership = m.membership_config.membership();
         let node = membership.get_node(&id).map(|n| n.addr.clone());
         let voter = membership.voter_ids().any(|v| v == id);
@@ -364,7 +365,16 @@ impl Store {
                         leader: f.leader_id.filter(|&l| l != self.id),
                     })
                 }
+                // Idempotent: the caller retries and finds it done or not.
+                Ok(Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f)))) => {
+                    return Err(StoreError::NotLeader {
+                        leader: f.leader_id.filter(|&l| l != self.id),
+                    })
+                }
                 Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                    return Err(StoreError::Refused(e.to_string()))
+                }
+                Ok(Err(RaftError::APIError(e @ ClientWriteError::PreconditionFailed(_)))) => {
                     return Err(StoreError::Refused(e.to_string()))
                 }
                 Ok(Err(RaftError::Fatal(e))) => return Err(StoreError::Stopped(e.to_string())),
@@ -448,7 +458,7 @@ impl Store {
     fn applied_index(&self) -> u64 {
         self.raft
             .metrics()
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map_or(0, |l| l.index)
     }
@@ -456,7 +466,7 @@ impl Store {
     /// The last log index the leader knows member `id` holds (0 if none).
     fn replicated_to(&self, id: NodeId) -> u64 {
         let metrics = self.raft.metrics();
-        let m = metrics.borrow();
+        let m = metrics.borrow_watched();
         m.replication
             .as_ref()
             .and_then(|r| r.get(&id).copied().flatten())

@@ -47,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use openraft::async_runtime::WatchReceiver;
 use openraft::error::InitializeError;
 use openraft::{Config, ServerState, SnapshotPolicy};
 
@@ -54,8 +55,11 @@ pub use cluster::MAX_TXN_BYTES;
 pub use error::StoreError;
 pub use types::{
     BackupInfo, Check, EventKind, KeyValue, MemberInfo, MemberRole, Node, NodeId, Op, Proposal,
-    Raft, Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
+    Revision, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
+
+/// The Raft node of this member.
+pub(crate) type Raft = openraft::Raft<TypeConfig, StateMachine>;
 pub use watch::Watch;
 
 use db::Db;
@@ -184,6 +188,11 @@ impl StoreConfig {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every.max(1)),
             max_in_snapshot_log_to_keep: self.keep_logs,
             max_payload_entries: self.max_payload_entries.max(1),
+            // A member whose data dir was wiped and that comes back under its
+            // id must not make the leader panic (openraft asserts that a
+            // follower log never goes back); add_member takes such a member
+            // out and back in as a learner if it is still empty by then.
+            allow_log_reversion: Some(true),
             ..Config::default()
         };
         config
@@ -378,12 +387,12 @@ impl Store {
 
     pub fn is_leader(&self) -> bool {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
     }
 
     pub fn leader_id(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.raft.metrics().borrow_watched().current_leader
     }
 
     pub fn id(&self) -> NodeId {
@@ -393,8 +402,8 @@ impl Store {
     /// Where this member's log and snapshot stand, for metrics and tests.
     pub fn progress(&self) -> Progress {
         let m = self.raft.metrics();
-        let m = m.borrow();
-        let index = |id: Option<openraft::LogId<NodeId>>| id.map_or(0, |l| l.index);
+        let m = m.borrow_watched();
+        let index = |id: Option<types::LogId>| id.map_or(0, |l| l.index);
         Progress {
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
@@ -406,7 +415,7 @@ impl Store {
 
     /// The openraft handle, for metrics (prefer [`Store::members`],
     /// [`Store::add_member`] and [`Store::remove_member`] for membership).
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 
@@ -476,6 +485,6 @@ impl Store {
     }
 }
 
-fn stopped(e: openraft::error::Fatal<NodeId>) -> StoreError {
+fn stopped(e: openraft::error::Fatal<TypeConfig>) -> StoreError {
     StoreError::Stopped(e.to_string())
 }

@@ -1,7 +1,7 @@
 //! Group commit on the leader: concurrent writes share Raft entries.
 //!
-//! openraft 0.9 makes one log entry, one append and one fsync per
-//! `client_write`, one at a time. Writes are queued here instead; one task
+//! One `client_write` is one log entry with its own append, fsync and
+//! per-entry work in openraft. Writes are queued here instead; one task
 //! takes whatever has queued, up to [`MAX_PROPOSAL_TXNS`] transactions or
 //! [`MAX_TXN_BYTES`](super::MAX_TXN_BYTES), proposes them as one
 //! [`Proposal`], and answers each caller with its own outcome once the entry
@@ -19,16 +19,16 @@ use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::error::StoreError;
-use super::types::{NodeId, Proposal, Raft, RaftError, Txn, TxnOutcome};
+use super::types::{NodeId, Proposal, RaftError, Txn, TxnOutcome, TypeConfig};
+use super::Raft;
 
 /// Most transactions in one entry.
 pub(crate) const MAX_PROPOSAL_TXNS: usize = 1024;
-/// Entries proposed and not yet applied. One: openraft 0.9's core awaits the
-/// leader's log flush inline, so a second entry's append stalls the core
-/// while the first one's acknowledgements wait to be counted; one entry at a
-/// time, with whatever queued meanwhile in the next, wrote 4,762–4,869
-/// writes/s at 64 clients on 3 members against 2,572–4,182 with two, and
-/// 2,987–3,115 against 2,601–2,795 at 16 (docs/benchmarks.md).
+/// Entries proposed and not yet applied. One: with whatever queued meanwhile
+/// in the next entry, one at a time wrote as much as four at a time on 3
+/// members (16 clients: 1.28× etcd against 1.21–1.24×; 64: 1.44× against
+/// 1.25–1.49×, same run, docs/benchmarks.md). Under openraft 0.9, whose core
+/// awaited the leader's flush inline, two in flight were clearly worse.
 const IN_FLIGHT: usize = 1;
 /// Writes waiting for a batch; callers wait for room beyond it.
 const QUEUE: usize = 8192;
@@ -155,11 +155,15 @@ async fn run(
 }
 
 /// What each writer of a refused batch is told.
-fn refusal(e: &RaftError<ClientWriteError<NodeId, openraft::BasicNode>>, id: NodeId) -> StoreError {
+fn refusal(e: &RaftError<ClientWriteError<TypeConfig>>, id: NodeId) -> StoreError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => StoreError::NotLeader {
             leader: f.leader_id.filter(|&l| l != id),
         },
+        // Appended, then leadership moved: it may yet commit under the next leader.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => StoreError::Timeout(
+            "leadership changed before the write committed; its outcome is unknown".into(),
+        ),
         RaftError::APIError(e) => StoreError::Raft(e.to_string()),
         // It may have been appended before Raft stopped.
         RaftError::Fatal(e) => StoreError::Timeout(format!("{e}; the write's outcome is unknown")),

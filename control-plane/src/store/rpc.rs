@@ -19,16 +19,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
-};
+use futures::TryStreamExt;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::campaign::Contact;
 use super::error::StoreError;
-use super::types::{NodeId, Raft, SnapshotMeta, Txn, TypeConfig, Vote};
-use super::Store;
+use super::state_machine::{Shared, StateMachine};
+use super::types::{NodeId, RaftError, Snapshot, SnapshotMeta, Txn, TypeConfig, Vote};
+use super::{Raft, Store};
 
 pub(crate) const PATH_APPEND: &str = "/raft/append";
 pub(crate) const PATH_VOTE: &str = "/raft/vote";
@@ -116,40 +117,34 @@ struct RpcState {
 /// batches of blob chunks. Only authenticated members get this far.
 pub(crate) const BODY_LIMIT: usize = 256 * 1024 * 1024;
 
-/// openraft's `InstallSnapshotRequest` with its data as MessagePack `bin`
-/// (serde's default would send every byte as a separate integer).
+/// What precedes a snapshot's bytes in `POST /raft/snapshot`: the leader's
+/// vote and the snapshot's metadata, as a big-endian `u32` length and that
+/// many bytes of MessagePack.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct SnapshotChunk {
+struct SnapshotHead {
     vote: Vote,
     meta: SnapshotMeta,
-    offset: u64,
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
-    done: bool,
 }
 
-impl From<InstallSnapshotRequest<TypeConfig>> for SnapshotChunk {
-    fn from(r: InstallSnapshotRequest<TypeConfig>) -> Self {
-        SnapshotChunk {
-            vote: r.vote,
-            meta: r.meta,
-            offset: r.offset,
-            data: r.data,
-            done: r.done,
-        }
-    }
-}
+/// The largest snapshot head accepted (it holds the membership).
+const SNAPSHOT_HEAD_LIMIT: u32 = 1 << 20;
+/// The largest snapshot accepted: it carries every blob, so far above
+/// [`BODY_LIMIT`]; only authenticated members get this far.
+const SNAPSHOT_LIMIT: u64 = 64 << 30;
 
-impl From<SnapshotChunk> for InstallSnapshotRequest<TypeConfig> {
-    fn from(c: SnapshotChunk) -> Self {
-        InstallSnapshotRequest {
-            vote: c.vote,
-            meta: c.meta,
-            offset: c.offset,
-            data: c.data,
-            done: c.done,
-        }
-    }
+pub(crate) fn snapshot_head(vote: &Vote, meta: &SnapshotMeta) -> Result<Vec<u8>, StoreError> {
+    let head = rmp_serde::to_vec_named(&SnapshotHead {
+        vote: *vote,
+        meta: meta.clone(),
+    })
+    .map_err(|e| StoreError::Codec(e.to_string()))?;
+    let len = u32::try_from(head.len())
+        .ok()
+        .filter(|&l| l <= SNAPSHOT_HEAD_LIMIT)
+        .ok_or_else(|| StoreError::TooLarge(format!("a snapshot head of {} bytes", head.len())))?;
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(&head);
+    Ok(out)
 }
 
 pub(crate) fn router(store: &Arc<Store>) -> Router {
@@ -241,7 +236,7 @@ async fn append(State(s): State<RpcState>, body: Bytes) -> Response {
 }
 
 async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
-    match decode::<VoteRequest<NodeId>>(&body) {
+    match decode::<VoteRequest<TypeConfig>>(&body) {
         Ok(req) => {
             let result = s.raft.vote(req).await;
             // A candidate this member voted for is about to lead: do not run against it.
@@ -254,18 +249,68 @@ async fn vote(State(s): State<RpcState>, body: Bytes) -> Response {
     }
 }
 
-async fn snapshot(State(s): State<RpcState>, body: Bytes) -> Response {
-    match decode::<SnapshotChunk>(&body) {
-        Ok(chunk) => {
-            let vote = chunk.vote;
-            let result = s.raft.install_snapshot(chunk.into()).await;
-            if matches!(&result, Ok(r) if r.vote == vote) {
-                s.contact.heard();
-            }
-            reply(&result)
+async fn snapshot(State(s): State<RpcState>, body: axum::body::Body) -> Response {
+    let Some(store) = s.store.upgrade() else {
+        return gone();
+    };
+    let shared = store.shared.clone();
+    drop(store);
+    let (vote, snapshot) = match receive_snapshot(&shared, body).await {
+        Ok(received) => received,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("snapshot not received: {e}\n"),
+            )
+                .into_response()
         }
-        Err(e) => bad_request(e),
+    };
+    let result: Result<_, RaftError> = s
+        .raft
+        .install_full_snapshot(vote, snapshot)
+        .await
+        .map_err(RaftError::Fatal);
+    if matches!(&result, Ok(r) if r.vote == vote) {
+        s.contact.heard();
     }
+    reply(&result)
+}
+
+/// Reads the head, then the rest of the body into a scratch file, bounded.
+async fn receive_snapshot(
+    shared: &Shared,
+    body: axum::body::Body,
+) -> Result<(Vote, Snapshot), StoreError> {
+    let stream = body
+        .into_data_stream()
+        .map_err(|e| std::io::Error::other(e.to_string()));
+    let mut reader = tokio_util::io::StreamReader::new(stream);
+    let len = reader.read_u32().await?;
+    if len > SNAPSHOT_HEAD_LIMIT {
+        return Err(StoreError::TooLarge(format!(
+            "a snapshot head of {len} bytes"
+        )));
+    }
+    let mut head = vec![0; len as usize];
+    reader.read_exact(&mut head).await?;
+    let head: SnapshotHead =
+        rmp_serde::from_slice(&head).map_err(|e| StoreError::Codec(e.to_string()))?;
+    let mut file = StateMachine::scratch_file(shared)?;
+    let copied = tokio::io::copy(&mut (&mut reader).take(SNAPSHOT_LIMIT + 1), &mut file).await?;
+    if copied > SNAPSHOT_LIMIT {
+        return Err(StoreError::TooLarge(format!(
+            "a snapshot over {SNAPSHOT_LIMIT} bytes"
+        )));
+    }
+    file.flush().await?;
+    file.rewind().await?;
+    Ok((
+        head.vote,
+        Snapshot {
+            meta: head.meta,
+            snapshot: file,
+        },
+    ))
 }
 
 async fn quiet(State(s): State<RpcState>) -> Response {

@@ -195,20 +195,9 @@ pub(crate) fn meta_at(db: &Db, snap: &Snapshot<'_>) -> Result<SnapshotMeta, Stor
         Some(bytes) => db::decode(&bytes)?,
         None => StoredMembership::default(),
     };
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let snapshot_id = match &applied {
-        Some(l) => format!(
-            "{}-{}-{}-{nanos}",
-            l.leader_id.term, l.leader_id.node_id, l.index
-        ),
-        None => format!("0-0-0-{nanos}"),
-    };
     Ok(SnapshotMeta {
         last_log_id: applied,
         last_membership: membership,
-        snapshot_id,
     })
 }
 
@@ -346,12 +335,10 @@ impl SnapshotDir {
     ) -> Result<Revision, StoreError> {
         src.seek(SeekFrom::Start(0))?;
         let (mut stream, header) = StreamReader::new(BufReader::new(src))?;
-        if header.meta.snapshot_id != meta.snapshot_id
-            || header.meta.last_log_id != meta.last_log_id
-        {
+        if header.meta != *meta {
             return Err(StoreError::corrupt(format!(
-                "snapshot data is {}, metadata says {}",
-                header.meta.snapshot_id, meta.snapshot_id
+                "snapshot data is of {:?}, metadata says {:?}",
+                header.meta.last_log_id, meta.last_log_id
             )));
         }
 

@@ -10,8 +10,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::RaftStateMachine;
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::WriteBatch;
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
@@ -19,7 +20,7 @@ use super::error::StoreError;
 use super::kv::{self, StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
 use super::snapshot::SnapshotDir;
 use super::types::{
-    Check, Entry, EventKind, LogId, Memo, Op, Revision, Snapshot, SnapshotMeta, StorageError,
+    Check, Entry, EventKind, LogId, Memo, Op, Revision, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
 use super::watch::{self, SharedHub, WatchHub};
@@ -253,20 +254,46 @@ impl Batch<'_> {
     }
 }
 
+/// Entries applied in one RocksDB batch at most, so a long replay after a
+/// restart does not gather the whole log in memory first.
+const APPLY_CHUNK: usize = 512;
+
+/// openraft sees storage failures as I/O errors.
+fn io(e: StoreError) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        StateMachine::applied_state(self).map_err(|e| StorageIOError::read_state_machine(&e).into())
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), std::io::Error> {
+        StateMachine::applied_state(self).map_err(io)
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<TxnOutcome>>, StorageError>
+    /// Writers are answered only after their entry's batch is written and its
+    /// events published, so a reply never runs ahead of a read or a watch.
+    async fn apply<S>(&mut self, entries: S) -> Result<(), std::io::Error>
     where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, std::io::Error>> + Unpin + OptionalSend,
     {
-        self.apply_batch(entries)
-            .map_err(|e| StorageIOError::write_state_machine(&e).into())
+        let mut chunks = entries.ready_chunks(APPLY_CHUNK);
+        while let Some(chunk) = chunks.next().await {
+            let mut batch = Vec::with_capacity(chunk.len());
+            let mut responders = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let (entry, responder) = item?;
+                batch.push(entry);
+                responders.push(responder);
+            }
+            let outcomes = self.apply_batch(batch).map_err(io)?;
+            for (responder, outcome) in responders.into_iter().zip(outcomes) {
+                if let Some(responder) = responder {
+                    responder.send(outcome);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -275,24 +302,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
-        let file = self
-            .shared
-            .snapshots
-            .scratch()
-            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
-
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<tokio::fs::File>,
-    ) -> Result<(), StorageError> {
+        snapshot: SnapshotData,
+    ) -> Result<(), std::io::Error> {
         let shared = self.shared.clone();
         let owned_meta = meta.clone();
         let file = snapshot.into_std().await;
-        let result = blocking(move || {
+        blocking(move || {
             let _guard = shared.snapshot_guard();
             let revision = shared.snapshots.install(&shared.db, &owned_meta, file)?;
             // Close every watcher: no event stream describes a wholesale replacement.
@@ -301,20 +319,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             hub.reset(revision);
             Ok(())
         })
-        .await;
-        result.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        .await
+        .map_err(io)
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let current = self
-            .shared
-            .snapshots
-            .current()
-            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, std::io::Error> {
+        let current = self.shared.snapshots.current().map_err(io)?;
         Ok(current.map(|(meta, file)| Snapshot {
             meta,
-            snapshot: Box::new(tokio::fs::File::from_std(file)),
+            snapshot: tokio::fs::File::from_std(file),
         }))
+    }
+}
+
+impl StateMachine {
+    /// A file to receive a snapshot from the leader into.
+    pub(crate) fn scratch_file(shared: &Shared) -> Result<tokio::fs::File, StoreError> {
+        Ok(tokio::fs::File::from_std(shared.snapshots.scratch()?))
     }
 }
 
@@ -323,19 +344,19 @@ pub(crate) struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, std::io::Error> {
         let shared = self.shared.clone();
-        let built = blocking(move || {
+        let (meta, file) = blocking(move || {
             let _guard = shared.snapshot_guard();
             shared.snapshots.build(&shared.db)
         })
-        .await;
-        match built {
-            Ok((meta, file)) => Ok(Snapshot {
-                meta,
-                snapshot: Box::new(tokio::fs::File::from_std(file)),
-            }),
-            Err(e) => Err(StorageIOError::write_snapshot(None, &e).into()),
-        }
+        .await
+        .map_err(io)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: tokio::fs::File::from_std(file),
+        })
     }
 }

@@ -82,6 +82,12 @@ pub struct Proposal {
     pub txns: Vec<Txn>,
 }
 
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} transaction(s)", self.txns.len())
+    }
+}
+
 /// What a committed [`Txn`] did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnOutcome {
@@ -189,26 +195,24 @@ pub struct BackupInfo {
 }
 
 openraft::declare_raft_types!(
-    /// The store's Raft type configuration. Snapshots are files on disk
-    /// (they carry every blob), streamed in chunks by openraft.
+    /// The store's Raft type configuration: one entry carries a
+    /// [`Proposal`] and answers with one outcome per transaction.
     pub TypeConfig:
         D = Proposal,
         R = Vec<TxnOutcome>,
         NodeId = u64,
         Node = openraft::BasicNode,
-        SnapshotData = tokio::fs::File,
 );
 
 pub type NodeId = u64;
 pub type Node = openraft::BasicNode;
-pub type Raft = openraft::Raft<TypeConfig>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type LogId = openraft::LogId<NodeId>;
-pub type Vote = openraft::Vote<NodeId>;
-pub type StoredMembership = openraft::StoredMembership<NodeId, Node>;
-pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Node>;
-pub type Snapshot = openraft::Snapshot<TypeConfig>;
-pub type StorageError = openraft::StorageError<NodeId>;
-pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<NodeId, E>;
-pub type RpcError<E = openraft::error::Infallible> =
-    openraft::error::RPCError<NodeId, Node, RaftError<E>>;
+/// Snapshots are files on disk (they carry every blob).
+pub type SnapshotData = tokio::fs::File;
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
+pub type RaftError<E = openraft::errors::Infallible> = openraft::errors::RaftError<TypeConfig, E>;
+pub type RpcError<E = openraft::errors::Infallible> = openraft::errors::RPCError<TypeConfig, E>;

@@ -2,6 +2,7 @@
 //! compacted (so they catch up from a snapshot), become voters, replicate a
 //! write, and elect a new leader when the first one stops.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -91,6 +92,20 @@ async fn three_members_replicate_over_http() -> anyhow::Result<()> {
         .send()
         .await?;
     ensure!(garbage.status() == reqwest::StatusCode::BAD_REQUEST);
+    // A snapshot is refused before its body is read without the secret, and
+    // with it when its head is over the limit or undecodable.
+    let snapshot_url = format!("http://{}/raft/snapshot", m1.addr);
+    let anonymous = http.post(&snapshot_url).body(vec![0; 16]).send().await?;
+    ensure!(anonymous.status() == reqwest::StatusCode::UNAUTHORIZED);
+    for head in [u32::MAX.to_be_bytes().to_vec(), vec![0, 0, 0, 1, 0xc1]] {
+        let refused = http
+            .post(&snapshot_url)
+            .bearer_auth(SECRET)
+            .body(head)
+            .send()
+            .await?;
+        ensure!(refused.status() == reqwest::StatusCode::BAD_REQUEST);
+    }
 
     let m2 = start(2, dir.path()).await?;
     let m3 = start(3, dir.path()).await?;
@@ -104,7 +119,7 @@ async fn three_members_replicate_over_http() -> anyhow::Result<()> {
     let joined_at = m1.store.revision();
     for m in [&m2, &m3] {
         caught_up(m, joined_at).await?;
-        let snapshot = m.store.raft().metrics().borrow().snapshot;
+        let snapshot = m.store.raft().metrics().borrow_watched().snapshot;
         ensure!(
             snapshot.is_some(),
             "member {} caught up from a snapshot",

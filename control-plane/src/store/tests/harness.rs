@@ -2,6 +2,7 @@
 //! Stopping a member closes its server gracefully, so no kept-alive
 //! connection outlives it (as when a process exits).
 
+use openraft::async_runtime::WatchReceiver;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! followers, joining by snapshot (also concurrently), removal, failover,
 //! failing without a quorum, and a member that lost its data coming back.
 
+use openraft::async_runtime::WatchReceiver;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
@@ -151,7 +152,12 @@ async fn members_join_by_snapshot_and_leave() -> anyhow::Result<()> {
     m1.store.add_member(2, m2.addr.clone()).await?;
     ensure!(m2.store.is_initialized());
     ensure!(
-        m2.store.raft().metrics().borrow().snapshot.is_some(),
+        m2.store
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .snapshot
+            .is_some(),
         "member 2 caught up from a snapshot"
     );
     m2.sees_voters(2).await?;
@@ -214,7 +220,7 @@ async fn members_join_by_snapshot_and_leave() -> anyhow::Result<()> {
     let last = members[0].store.revision();
     for m in &members[2..] {
         m.caught_up(last).await?;
-        ensure!(m.store.raft().metrics().borrow().snapshot.is_some());
+        ensure!(m.store.raft().metrics().borrow_watched().snapshot.is_some());
         ensure!(m.store.range("n/")?.0.len() == 40);
         ensure!(m.store.read_blob("sha256:c0ffee")?.as_deref() == Some(&blob[..]));
     }
@@ -356,7 +362,7 @@ async fn a_wiped_member_rejoins_without_harm() -> anyhow::Result<()> {
         .store
         .raft()
         .metrics()
-        .borrow()
+        .borrow_watched()
         .running_state
         .is_ok());
     stop_all(members).await

@@ -3,22 +3,29 @@
 
 use std::sync::Arc;
 
-use openraft::testing::{StoreBuilder, Suite};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::{ErrorSubject, ErrorVerb, StorageError};
 
 use crate::store::db::Db;
 use crate::store::log_store::LogStore;
 use crate::store::snapshot::SnapshotDir;
 use crate::store::state_machine::{Shared, StateMachine};
-use crate::store::types::{StorageError, TypeConfig};
+use crate::store::types::TypeConfig;
 
 struct RocksBuilder;
 
-fn io_error(e: impl std::error::Error + 'static) -> StorageError {
-    openraft::StorageIOError::write(&e).into()
+fn io_error(e: impl std::fmt::Display) -> StorageError<TypeConfig> {
+    StorageError::from_io_error(
+        ErrorSubject::Store,
+        ErrorVerb::Write,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RocksBuilder {
-    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(io_error)?;
         let db = Arc::new(Db::open(&dir.path().join("db")).map_err(io_error)?);
         let snapshots = SnapshotDir::open(dir.path().join("snapshots")).map_err(io_error)?;
@@ -27,8 +34,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Roc
     }
 }
 
-#[test]
-fn openraft_storage_suite() -> anyhow::Result<()> {
-    Suite::test_all(RocksBuilder)?;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() -> anyhow::Result<()> {
+    Suite::test_all(RocksBuilder).await?;
     Ok(())
 }
