@@ -31,8 +31,8 @@ use super::types::{NodeId, RaftError, Revision, Txn, TxnOutcome, TypeConfig};
 use super::{Raft, Store};
 
 /// The largest transaction proposed as one Raft entry. An AppendEntries RPC
-/// must finish within one heartbeat interval (openraft's rule), so entries
-/// stay small: blobs go in 1 MiB chunks, controllers write in batches.
+/// must finish within its deadline (`network.rs`), so entries stay small:
+/// blobs go in 1 MiB chunks, controllers write in batches.
 pub const MAX_TXN_BYTES: usize = 2 << 20;
 
 /// How many bytes of transactions the leader packs into one entry; a single

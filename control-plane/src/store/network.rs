@@ -81,10 +81,16 @@ pub(crate) struct Peer {
     base: String,
 }
 
-/// Bytes of AppendEntries body above which a batch is split: openraft gives
-/// one AppendEntries a heartbeat interval, and a batch of blob chunks that
-/// cannot cross in time would time out forever.
+/// Bytes of AppendEntries body above which a batch is split, so that one
+/// request of blob chunks crosses well within [`ENTRIES_DEADLINE`].
 const APPEND_BYTES_BUDGET: usize = 2 * 1024 * 1024;
+
+/// The least time an AppendEntries that carries entries gets. openraft
+/// offers one heartbeat interval (40 ms), which a loaded machine misses
+/// again and again: each miss resends the same entries, and a leader
+/// acknowledged by no quorum within its lease refuses writes (openraft
+/// 0.10). A heartbeat keeps openraft's deadline: it is resent anyway.
+const ENTRIES_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The least time a snapshot transfer gets, plus a second per 16 MiB.
 const SNAPSHOT_BASE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -234,7 +240,11 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RpcError> {
-        let timeout = option.hard_ttl();
+        let timeout = if rpc.entries.is_empty() {
+            option.hard_ttl()
+        } else {
+            option.hard_ttl().max(ENTRIES_DEADLINE)
+        };
         if rpc.entries.len() < 2 {
             return self.append_once(&rpc, timeout).await;
         }
