@@ -204,11 +204,12 @@ fn is_majority(agreeing: usize, others: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::types::TypeConfig;
 
     const LEASE: Duration = Duration::from_millis(160);
 
     fn log_id(term: u64, index: u64) -> Option<LogId> {
-        Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index))
+        Some(openraft::testing::log_id::<TypeConfig>(term, 1, index))
     }
 
     fn answer(leading: bool, quiet_ms: Option<u64>) -> Quiet {
