@@ -1,21 +1,21 @@
 //! Elections that start as soon as a majority has lost the leader.
 //!
 //! openraft campaigns only after `election_max` (the lease during which
-//! voters refuse every vote) plus a random timeout, checked on a tick of 1.5
-//! heartbeats: a killed leader costs about 300 ms, and two survivors whose
-//! draws are close split the vote. (0.9 drew the timeout once per process,
-//! so such a split repeated; 0.10 draws it again for each election.) Each
-//! voter also runs this watchdog. Once it has
-//! heard no leader for the lease plus a jitter drawn afresh for every try, it
-//! asks the other voters how long they have not heard one, and campaigns only
-//! when a majority, itself included, is past the lease and holds no log
-//! newer than its own. Their votes will then be granted, and a member cut
-//! off alone (or merely slow) cannot unseat a leader the others still hear:
-//! a pre-vote of reef's own. Without the log check, a member one entry
-//! behind campaigned again and again, lost every time, and with each higher
-//! term voided the campaign of the member that could win (CI saw term 133). openraft's timer
-//! stays as the fallback, and a member that has heard no leader since it
-//! started (a new cluster, a restart) leaves elections to it.
+//! voters refuse every vote) plus a random timeout: a killed leader costs
+//! about 300 ms, and two survivors whose draws are close split the vote.
+//! (0.9 drew the timeout once per process, so such a split repeated; 0.10
+//! draws it again for each election.) Each voter also runs this watchdog.
+//! Once it has heard no leader for the lease plus a jitter drawn afresh for
+//! every try, it asks the other voters how long they have not heard one, and
+//! campaigns only when a majority, itself included, is past the lease and
+//! holds no log newer than its own. Their votes will then be granted, and a
+//! member cut off alone (or merely slow) cannot unseat a leader the others
+//! still hear: a pre-vote of reef's own. Without the log check, a member one
+//! entry behind campaigned again and again, lost every time, and with each
+//! higher term voided the campaign of the member that could win (CI saw
+//! term 133). openraft's timer stays as the fallback, and a member that has
+//! heard no leader since it started (a new cluster, a restart) leaves
+//! elections to it.
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::{Arc, Mutex, Weak};

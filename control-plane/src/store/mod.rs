@@ -81,7 +81,7 @@ pub struct Progress {
     pub purged_index: u64,
 }
 
-/// Leader heartbeat by default: about 60 ms between heartbeats.
+/// Leader heartbeat by default: openraft sends one every 40–48 ms.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(40);
 /// Election timeout by default (the maximum is 4/3 of it): a killed leader
 /// is replaced after about 300 ms, and a follower must miss about five
@@ -105,8 +105,8 @@ pub struct StoreConfig {
     pub advertise: String,
     /// Bearer token members present on `/raft/*`; must not be empty.
     pub secret: String,
-    /// Leader heartbeat (openraft sends one every 1.5 of these, on its tick)
-    /// and the deadline of one AppendEntries RPC.
+    /// Leader heartbeat (openraft sends one at the first tick at or after
+    /// this interval) and the deadline of one heartbeat RPC.
     pub heartbeat: Duration,
     /// A follower campaigns once it has heard no leader for `election_max`
     /// (openraft's leader lease, during which it also refuses votes) plus a
