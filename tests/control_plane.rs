@@ -1,28 +1,18 @@
 //! The replicated control plane with real processes on loopback: leader loss under
 //! writes, full restarts, catching up by snapshot, backup and restore, five
-//! members with two down, a member behind on the log that must not hold off an
-//! election, and reading one's own writes from another member.
+//! members with two down, and reading one's own writes from another member.
 
 mod common;
 
-use common::control_plane::{free_port, ControlPlane};
+use common::control_plane::{free_port, metric, service, ControlPlane};
 use common::*;
-use reef_api::{Client, Kind, RawObject};
+use reef_api::{Client, Kind};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(120);
-
-fn service(name: &str) -> RawObject {
-    serde_json::from_value(serde_json::json!({
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"selector": {"app": name}},
-    }))
-    .expect("service object")
-}
 
 /// Writes services named `{prefix}-{i}` until told to stop; returns those
 /// acknowledged, with the revision each was acknowledged at.
@@ -312,51 +302,6 @@ async fn a_member_behind_compaction_catches_up_by_snapshot() {
     );
 }
 
-/// Two members of three are left, and the one that could win an election
-/// holds entries the other lacks. The other's higher terms from campaigns it
-/// cannot win must not keep the able one from leading (CI once saw term 133).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_member_behind_on_the_log_cannot_hold_off_the_one_that_can_win() {
-    let mut cp = ControlPlane::start(3, &[]).await;
-    let able = cp.leader().await;
-    let (behind, third) = ((able + 1) % 3, (able + 2) % 3);
-
-    // `behind` misses writes the other two commit; then the third is lost.
-    cp.pause(behind);
-    let client = cp.client_of(able);
-    for i in 0..5 {
-        client
-            .put(&service(&format!("missed-{i}")), false)
-            .await
-            .expect("write while one member is frozen");
-    }
-    cp.kill(third);
-
-    // With the leader frozen, `behind` campaigns alone, in vain, raising its
-    // term past the leader's.
-    let term_of = |text: &str| metric(text, "reef_store_term ");
-    let leader_term = term_of(&cp.metrics(able).await.expect("metrics"));
-    cp.pause(able);
-    cp.resume(behind);
-    eventually("the member behind to campaign", SLOW, || async {
-        (term_of(&cp.metrics(behind).await?) > leader_term + 1).then_some(())
-    })
-    .await;
-    cp.resume(able);
-
-    let write = client.put(&service("after"), false).await;
-    assert!(
-        write.is_ok(),
-        "no leader took over: {write:?}\n{}",
-        cp.log_tail()
-    );
-    assert_eq!(
-        cp.leader().await,
-        able,
-        "only the member with the longer log can win"
-    );
-}
-
 /// A child process killed when the test ends, pass or fail.
 struct KillOnDrop(std::process::Child);
 
@@ -365,15 +310,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -428,3 +428,23 @@ impl Drop for ControlPlane {
         }
     }
 }
+
+/// A Service named `name` in `default`, selecting `app=name`.
+pub fn service(name: &str) -> reef_api::RawObject {
+    serde_json::from_value(serde_json::json!({
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"app": name}},
+    }))
+    .expect("service object")
+}
+
+/// The value of the first sample of `name` in a Prometheus text page; 0 if absent.
+pub fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
