@@ -44,6 +44,35 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Lists default's Services, then watches them (with `query` added) from
+    /// the list's revision.
+    async fn watch_services(
+        &self,
+        query: &str,
+    ) -> (
+        u64,
+        std::pin::Pin<Box<impl futures::Stream<Item = reqwest::Result<bytes::Bytes>>>>,
+    ) {
+        let services = "/api/v1/namespaces/default/services";
+        let (status, list) = self.send(reqwest::Method::GET, services, None).await;
+        assert_eq!(status, 200, "{list}");
+        let since = list["resource_version"].as_u64().expect("list revision");
+        let watch = self
+            .http
+            .get(format!(
+                "{}{services}?watch=1&since={since}{query}",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("watch")
+            .bytes_stream();
+        (since, Box::pin(watch))
+    }
+}
+
 fn service(name: &str, rv: Option<u64>) -> Value {
     let mut metadata = json!({"name": name, "namespace": "default", "labels": {"tier": "web"}});
     if let Some(rv) = rv {
@@ -59,27 +88,7 @@ async fn optimistic_concurrency_and_watch() {
     let path = "/api/v1/namespaces/default/services/web";
     let put = reqwest::Method::PUT;
 
-    let (status, list) = api
-        .send(
-            reqwest::Method::GET,
-            "/api/v1/namespaces/default/services",
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{list}");
-    let since = list["resource_version"].as_u64().expect("list revision");
-    let mut watch = Box::pin(
-        api.http
-            .get(format!(
-                "{}/api/v1/namespaces/default/services?watch=1&since={since}",
-                api.base
-            ))
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .expect("watch")
-            .bytes_stream(),
-    );
+    let (since, mut watch) = api.watch_services("").await;
 
     // resource_version 0 = create only.
     let (status, created) = api
@@ -127,22 +136,15 @@ async fn optimistic_concurrency_and_watch() {
     assert_eq!(status, 404);
 
     // The watch saw every change, in order, as newline-delimited JSON.
-    let mut buffer = Vec::new();
-    let mut events: Vec<Value> = Vec::new();
-    let deadline = tokio::time::Instant::now() + SLOW;
-    while events.len() < 4 {
-        let chunk = tokio::time::timeout_at(deadline, watch.next())
-            .await
-            .expect("watch events in time");
-        buffer.extend_from_slice(&chunk.expect("stream open").expect("chunk"));
-        while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=newline).collect();
-            let event: Value = serde_json::from_slice(&line).expect("json line");
-            if event["type"] != "BOOKMARK" {
-                events.push(event);
-            }
-        }
-    }
+    let mut seen = 0;
+    let events: Vec<Value> = read_events(&mut watch, |event| {
+        seen += usize::from(event["type"] != "BOOKMARK");
+        seen == 4
+    })
+    .await
+    .into_iter()
+    .filter(|event| event["type"] != "BOOKMARK")
+    .collect();
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["type"].as_str().unwrap_or(""))
@@ -154,6 +156,78 @@ async fn optimistic_concurrency_and_watch() {
     );
     assert_eq!(events[1]["object"]["spec"]["path"], "/v2");
     assert_eq!(events[3]["object"]["metadata"]["name"], "web");
+}
+
+/// Reads newline-delimited watch events until `done` says so (or the deadline).
+async fn read_events(
+    watch: &mut (impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    mut done: impl FnMut(&Value) -> bool,
+) -> Vec<Value> {
+    let mut buffer = Vec::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + SLOW;
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, watch.next())
+            .await
+            .expect("watch events in time");
+        buffer.extend_from_slice(&chunk.expect("stream open").expect("chunk"));
+        while let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=newline).collect();
+            let event: Value = serde_json::from_slice(&line).expect("json line");
+            let finished = done(&event);
+            events.push(event);
+            if finished {
+                return events;
+            }
+        }
+    }
+}
+
+/// A watch with a label selector gets only its own changes, and its
+/// BOOKMARKs move past the others' (it resumes from there, not from before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selected_watch_sees_its_own_changes_and_bookmarks_past_the_rest() {
+    let cluster = Cluster::start().await;
+    let api = Api::new(&cluster, cluster.admin_token());
+    let services = "/api/v1/namespaces/default/services";
+    let (_, mut watch) = api.watch_services("&labels=tier=mine").await;
+    let mut last = 0;
+    for (name, tier) in [
+        ("a", "other"),
+        ("b", "mine"),
+        ("c", "other"),
+        ("d", "other"),
+    ] {
+        let mut object = service(name, None);
+        object["metadata"]["labels"]["tier"] = json!(tier);
+        let (status, written) = api
+            .send(
+                reqwest::Method::PUT,
+                &format!("{services}/{name}"),
+                Some(object),
+            )
+            .await;
+        assert_eq!(status, 200, "{written}");
+        last = written["metadata"]["resource_version"]
+            .as_u64()
+            .expect("rv");
+    }
+    let events = read_events(&mut watch, |event| {
+        event["type"] == "BOOKMARK"
+            && event["object"]["metadata"]["resource_version"].as_u64() >= Some(last)
+    })
+    .await;
+    let changes: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or(""),
+                e["object"]["metadata"]["name"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(changes, [("ADDED", "b")], "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

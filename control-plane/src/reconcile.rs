@@ -141,7 +141,7 @@ fn watch_kind(registry: Registry, trigger: Trigger, notify: Arc<Notify>, owed: S
             // Whatever changed before this watch begins is not in it.
             lock(&owed).all = true;
             let since = registry.store().revision();
-            match registry.watch(kind, None, since) {
+            match registry.watch(kind, None, None, since) {
                 Ok(mut changes) => {
                     while let Some(change) = changes.recv().await {
                         if !registry.store().is_leader() {

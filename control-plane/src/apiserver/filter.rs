@@ -2,6 +2,8 @@
 //! `node=NAME` (what a node agent watches).
 
 use crate::apiserver::error::ApiFailure;
+use crate::registry::{label_selector, node_selector};
+use crate::store::Selector;
 use reef_api::RawObject;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,6 +29,17 @@ impl Filter {
         }
         filter.node = query.get("node").cloned();
         Ok(filter)
+    }
+
+    /// One term of the filter the store can look up (a watcher is woken by
+    /// matching changes only): the node, which a node agent watches by, or
+    /// else the first label. `matches` still checks the whole filter.
+    pub fn selector(&self) -> Option<Selector> {
+        if let Some(node) = &self.node {
+            return Some(node_selector(node));
+        }
+        let (key, value) = self.labels.first()?;
+        Some(label_selector(key, value))
     }
 
     pub fn matches(&self, obj: &RawObject) -> bool {

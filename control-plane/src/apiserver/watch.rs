@@ -78,9 +78,11 @@ const CHUNKS_QUEUED: usize = 4;
 /// too slow to follow, and relists when it comes back.
 const STALLED_CLIENT: Duration = Duration::from_secs(10);
 /// The least time between two wakes of one stream that found nothing to
-/// send (its filter matched none of the changes), once it has used its
-/// burst: a thousand filtered watchers of a busy kind cost a thousand wakes
-/// per pace, not per applied batch. A wake that sends is never delayed.
+/// send, once it has used its burst. The store wakes a stream only for
+/// changes its selector's first term picks (`Filter::selector`); the rest of
+/// a filter is checked here, so a stream of two labels may be woken for
+/// changes it drops, and those wakes are paced. A wake that sends is never
+/// delayed.
 const PACE: Duration = Duration::from_millis(10);
 /// Empty wakes a stream may take before the pace applies.
 const BURST: u32 = 8;
@@ -140,9 +142,12 @@ pub fn stream(
         None => state.registry.store().revision(),
     };
     let permit = state.watches.acquire(&caller.token_id)?;
-    let mut changes = state
-        .registry
-        .watch(target.kind, target.namespace.as_deref(), since)?;
+    let mut changes = state.registry.watch(
+        target.kind,
+        target.namespace.as_deref(),
+        filter.selector(),
+        since,
+    )?;
     let sse = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -187,6 +192,11 @@ pub fn stream(
                     // frozen view: end the stream so the client moves elsewhere.
                     if state.registry.store().read_barrier().await.is_err() {
                         break;
+                    }
+                    // A selected stream is not woken by others' changes: it is
+                    // still caught up past them, and says so.
+                    if let Some(revision) = changes.caught_up_to() {
+                        delivered = delivered.max(revision);
                     }
                     let bookmark = WatchEvent {
                         kind: WatchEventType::Bookmark,

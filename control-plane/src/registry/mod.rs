@@ -17,7 +17,7 @@ mod watch;
 
 pub use admission::blob_claim_key;
 pub use error::{read_error, RegistryError, Result};
-pub use watch::{Change, Changes};
+pub use watch::{label_selector, node_selector, Change, Changes};
 
 use crate::store::{Check, KeyValue, Op, Revision, Store, Txn};
 use admission::Pending;

@@ -2,8 +2,9 @@
 //! loops wake on.
 
 use super::{decode, prefix, Registry, Result};
-use crate::store::{EventKind, Revision, Watch, WatchEvent};
+use crate::store::{EventKind, Revision, Selector, Watch, WatchEvent, WatchIndex};
 use reef_api::{Kind, RawObject, WatchEventType};
+use serde_json::Value;
 use std::sync::{Arc, OnceLock};
 
 /// A change to one object, as watchers see it.
@@ -95,6 +96,11 @@ impl Changes {
         }
     }
 
+    /// See [`Watch::caught_up_to`].
+    pub fn caught_up_to(&self) -> Option<Revision> {
+        self.raw.caught_up_to()
+    }
+
     /// The next change if one is already there.
     pub fn try_recv(&mut self) -> Option<Change> {
         while let Ok(event) = self.raw.try_recv() {
@@ -106,11 +112,74 @@ impl Changes {
     }
 }
 
+/// Objects by the value of one label.
+struct LabelIndex {
+    name: String,
+    key: String,
+}
+
+impl WatchIndex for LabelIndex {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn value(&self, event: &WatchEvent) -> Option<String> {
+        let object = decoded(event)?.object.clone()?;
+        object.metadata.labels.get(&self.key).cloned()
+    }
+}
+
+/// Pods by the node they are bound to.
+struct NodeIndex;
+
+impl WatchIndex for NodeIndex {
+    fn name(&self) -> &str {
+        "spec.node"
+    }
+
+    fn value(&self, event: &WatchEvent) -> Option<String> {
+        let object = decoded(event)?.object.clone()?;
+        object
+            .spec
+            .get("node")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+}
+
+/// Objects whose label `key` is `value`.
+pub fn label_selector(key: &str, value: &str) -> Selector {
+    Selector {
+        index: Arc::new(LabelIndex {
+            name: format!("label:{key}"),
+            key: key.to_owned(),
+        }),
+        value: value.to_owned(),
+    }
+}
+
+/// Objects (pods) bound to `node`.
+pub fn node_selector(node: &str) -> Selector {
+    Selector {
+        index: Arc::new(NodeIndex),
+        value: node.to_owned(),
+    }
+}
+
 impl Registry {
-    /// Changes to a kind after `since`.
-    pub fn watch(&self, kind: Kind, namespace: Option<&str>, since: Revision) -> Result<Changes> {
-        Ok(Changes {
-            raw: self.store.watch(&prefix(kind, namespace), since)?,
-        })
+    /// Changes to a kind after `since`; only those `selector` picks, if given.
+    pub fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<Selector>,
+        since: Revision,
+    ) -> Result<Changes> {
+        let prefix = prefix(kind, namespace);
+        let raw = match selector {
+            None => self.store.watch(&prefix, since)?,
+            Some(selector) => self.store.watch_selected(&prefix, selector, since)?,
+        };
+        Ok(Changes { raw })
     }
 }

@@ -60,7 +60,7 @@ pub use types::{
 
 /// The Raft node of this member.
 pub(crate) type Raft = openraft::Raft<TypeConfig, StateMachine>;
-pub use watch::Watch;
+pub use watch::{Selector, Watch, WatchIndex};
 
 use db::Db;
 use log_store::LogStore;
@@ -369,10 +369,21 @@ impl Store {
 
     /// Events with revision > `since` for keys under `prefix`, in order, then
     /// live ones. `Compacted` when `since` is older than retained history.
-    /// The watch closes if the history moves past it or a snapshot replaces
-    /// the state; the caller then relists.
+    /// The watch closes if the history drops an event it has not read or a
+    /// snapshot replaces the state; the caller then relists.
     pub fn watch(&self, prefix: &str, since: Revision) -> Result<Watch, StoreError> {
-        watch::watch(&self.shared.hub, prefix, since)
+        watch::watch(&self.shared.hub, prefix, None, since)
+    }
+
+    /// As [`Store::watch`], of the events `selector` picks: a watcher of one
+    /// value is woken by its own events only.
+    pub fn watch_selected(
+        &self,
+        prefix: &str,
+        selector: Selector,
+        since: Revision,
+    ) -> Result<Watch, StoreError> {
+        watch::watch(&self.shared.hub, prefix, Some(selector), since)
     }
 
     /// The blob's chunks concatenated; `Corrupt` if they leave a gap.

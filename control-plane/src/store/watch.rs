@@ -1,15 +1,22 @@
 //! Fan-out of applied changes to watchers: one bounded history shared by all
-//! of them, each watcher a cursor into it.
+//! of them, each watcher a reader of it.
 //!
-//! Publishing appends to the history and wakes the watchers whose prefix a
-//! new event matches, once per applied batch: the state machine's cost does
-//! not grow with how many watchers read each event, and no event is copied
-//! per watcher. A watcher that does not read holds nothing; once the history
-//! has moved past its cursor it is closed and the client relists. The state
-//! machine publishes under the same lock that `watch` registers under, so a
-//! new watcher sees every event after `since` exactly once.
+//! Publishing appends to the history and wakes the watchers a new event
+//! concerns, once per applied batch: the state machine's cost does not grow
+//! with how many watchers read each event, and no event is copied per
+//! watcher. A watcher may name a [`Selector`] (say, one label's value): its
+//! wakes are found by one lookup per event and index, so a thousand watchers
+//! of their own objects cost a write one lookup, not a thousand wakes.
+//!
+//! Each watcher's slot records the oldest event it has not read. A watcher
+//! that does not read holds nothing; it is closed only once the history has
+//! dropped an event of its own that it has not read (the client relists),
+//! so a quiet watcher survives any amount of traffic it does not match. The
+//! state machine publishes under the same lock that `watch` registers under,
+//! so a new watcher sees every event after `since` exactly once.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::mpsc::error::TryRecvError;
@@ -34,6 +41,67 @@ fn event_bytes(event: &WatchEvent) -> usize {
     event.kv.key.len() + event.kv.value.len() + 64
 }
 
+/// Maps an event to one value (a label's, a field's), so that watchers of
+/// one value are found by lookup. Indexes with one name must map alike:
+/// watchers of one prefix share the first one registered under a name.
+pub trait WatchIndex: Send + Sync {
+    fn name(&self) -> &str;
+    /// `None`: the event has no value here and matches no selector of it.
+    fn value(&self, event: &WatchEvent) -> Option<String>;
+}
+
+/// Narrows a watch to the events an index maps to `value`.
+#[derive(Clone)]
+pub struct Selector {
+    pub index: Arc<dyn WatchIndex>,
+    pub value: String,
+}
+
+impl Selector {
+    fn matches(&self, event: &WatchEvent) -> bool {
+        self.index.value(event).as_deref() == Some(self.value.as_str())
+    }
+}
+
+/// What the hub and one watcher share.
+struct Slot {
+    id: u64,
+    notify: Notify,
+    /// The revision of the oldest event of this watcher it has not taken,
+    /// 0 if none. Read and written under the hub's lock.
+    unread_from: AtomicU64,
+}
+
+impl Slot {
+    /// An event of this watcher at `revision` was published: the first since
+    /// its last take wakes it.
+    fn mark(&self, revision: Revision) {
+        if self.unread_from.load(Ordering::Relaxed) == 0 {
+            self.unread_from.store(revision, Ordering::Relaxed);
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// The watchers of one prefix: those of every key under it, and those with
+/// a selector, by index name and then value.
+#[derive(Default)]
+struct PrefixWatchers {
+    all: Vec<Arc<Slot>>,
+    by_index: HashMap<String, IndexedWatchers>,
+}
+
+struct IndexedWatchers {
+    index: Arc<dyn WatchIndex>,
+    by_value: HashMap<String, Vec<Arc<Slot>>>,
+}
+
+impl PrefixWatchers {
+    fn is_empty(&self) -> bool {
+        self.all.is_empty() && self.by_index.is_empty()
+    }
+}
+
 pub(crate) type SharedHub = Arc<Mutex<WatchHub>>;
 
 pub(crate) struct WatchHub {
@@ -44,9 +112,9 @@ pub(crate) struct WatchHub {
     floor: Revision,
     /// Raised when the state is replaced wholesale: older streams are closed.
     epoch: u64,
-    /// Wakers by watched prefix: a publish checks each distinct prefix once
-    /// per event however many watch it.
-    watchers: HashMap<String, Vec<(u64, Arc<Notify>)>>,
+    /// By watched prefix: a publish checks each distinct prefix once per
+    /// event however many watch it.
+    watchers: HashMap<String, PrefixWatchers>,
     next_id: u64,
 }
 
@@ -70,13 +138,25 @@ impl WatchHub {
 
     /// Appends applied events and wakes the watchers they concern.
     pub(crate) fn publish(&mut self, events: Vec<WatchEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        for (prefix, wakers) in &self.watchers {
-            if events.iter().any(|e| e.kv.key.starts_with(prefix.as_str())) {
-                for (_, waker) in wakers {
-                    waker.notify_one();
+        for (prefix, group) in &self.watchers {
+            let mut first = None;
+            for event in events
+                .iter()
+                .filter(|e| e.kv.key.starts_with(prefix.as_str()))
+            {
+                first = first.or(Some(event.revision));
+                for indexed in group.by_index.values() {
+                    let Some(value) = indexed.index.value(event) else {
+                        continue;
+                    };
+                    for slot in indexed.by_value.get(&value).into_iter().flatten() {
+                        slot.mark(event.revision);
+                    }
+                }
+            }
+            if let Some(revision) = first {
+                for slot in &group.all {
+                    slot.mark(revision);
                 }
             }
         }
@@ -101,24 +181,67 @@ impl WatchHub {
         self.history_bytes = 0;
         self.floor = applied;
         self.epoch += 1;
-        for (_, waker) in self.watchers.values().flatten() {
-            waker.notify_one();
+        for group in self.watchers.values() {
+            let indexed = group.by_index.values().flat_map(|i| i.by_value.values());
+            for slot in group.all.iter().chain(indexed.flatten()) {
+                slot.notify.notify_one();
+            }
         }
     }
 
-    fn forget(&mut self, prefix: &str, id: u64) {
-        if let Some(wakers) = self.watchers.get_mut(prefix) {
-            wakers.retain(|(other, _)| *other != id);
-            if wakers.is_empty() {
-                self.watchers.remove(prefix);
+    fn register(&mut self, prefix: &str, selector: Option<&Selector>, slot: Arc<Slot>) {
+        let group = self.watchers.entry(prefix.to_owned()).or_default();
+        match selector {
+            None => group.all.push(slot),
+            Some(selector) => group
+                .by_index
+                .entry(selector.index.name().to_owned())
+                .or_insert_with(|| IndexedWatchers {
+                    index: selector.index.clone(),
+                    by_value: HashMap::new(),
+                })
+                .by_value
+                .entry(selector.value.clone())
+                .or_default()
+                .push(slot),
+        }
+    }
+
+    fn forget(&mut self, prefix: &str, selector: Option<&Selector>, id: u64) {
+        let Some(group) = self.watchers.get_mut(prefix) else {
+            return;
+        };
+        match selector {
+            None => group.all.retain(|slot| slot.id != id),
+            Some(selector) => {
+                let name = selector.index.name();
+                if let Some(indexed) = group.by_index.get_mut(name) {
+                    if let Some(slots) = indexed.by_value.get_mut(&selector.value) {
+                        slots.retain(|slot| slot.id != id);
+                        if slots.is_empty() {
+                            indexed.by_value.remove(&selector.value);
+                        }
+                    }
+                    if indexed.by_value.is_empty() {
+                        group.by_index.remove(name);
+                    }
+                }
             }
+        }
+        if group.is_empty() {
+            self.watchers.remove(prefix);
         }
     }
 }
 
-/// Events with revision > `since` under `prefix`, then live ones.
-/// `Compacted` when `since` is older than the history.
-pub(crate) fn watch(hub: &SharedHub, prefix: &str, since: Revision) -> Result<Watch, StoreError> {
+/// Events with revision > `since` under `prefix` (and of `selector`, if
+/// given), then live ones. `Compacted` when `since` is older than the history.
+pub(crate) fn watch(
+    hub: &SharedHub,
+    prefix: &str,
+    selector: Option<Selector>,
+    since: Revision,
+) -> Result<Watch, StoreError> {
     let mut guard = lock(hub);
     if since < guard.floor {
         return Err(StoreError::Compacted {
@@ -127,37 +250,43 @@ pub(crate) fn watch(hub: &SharedHub, prefix: &str, since: Revision) -> Result<Wa
     }
     let id = guard.next_id;
     guard.next_id += 1;
-    let waker = Arc::new(Notify::new());
-    guard
-        .watchers
-        .entry(prefix.to_owned())
-        .or_default()
-        .push((id, waker.clone()));
+    // Events after `since` already in the history are unread (whether they
+    // match is for the first take to find).
+    let unread_from = match guard.history.back() {
+        Some(last) if last.revision > since => since + 1,
+        _ => 0,
+    };
+    let slot = Arc::new(Slot {
+        id,
+        notify: Notify::new(),
+        unread_from: AtomicU64::new(unread_from),
+    });
+    guard.register(prefix, selector.as_ref(), slot.clone());
     let epoch = guard.epoch;
     drop(guard);
     Ok(Watch {
         hub: hub.clone(),
-        id,
         prefix: prefix.to_owned(),
-        cursor: since,
+        selector,
+        since,
         epoch,
-        waker,
+        slot,
         ready: VecDeque::new(),
         closed: false,
     })
 }
 
-/// One watcher: a cursor into the shared history. Closed (`None`,
-/// `Disconnected`) once the history has moved past it or the state was
-/// replaced; the caller then relists.
+/// One watcher: a reader of the shared history. Closed (`None`,
+/// `Disconnected`) once the history has dropped an event of its own it had
+/// not read, or the state was replaced; the caller then relists.
 pub struct Watch {
     hub: SharedHub,
-    id: u64,
     prefix: String,
-    /// Every event at or below this revision was taken or skipped.
-    cursor: Revision,
+    selector: Option<Selector>,
+    /// Events at or below this revision are not this watcher's.
+    since: Revision,
     epoch: u64,
-    waker: Arc<Notify>,
+    slot: Arc<Slot>,
     /// Taken from the history, not yet handed out.
     ready: VecDeque<Arc<WatchEvent>>,
     closed: bool,
@@ -183,31 +312,67 @@ impl Watch {
                 Ok(event) => return Some(event),
                 Err(TryRecvError::Disconnected) => return None,
                 // A publish since the last look left a permit: no wake-up is lost.
-                Err(TryRecvError::Empty) => self.waker.notified().await,
+                Err(TryRecvError::Empty) => self.slot.notify.notified().await,
             }
         }
     }
 
-    /// Moves the matching events after the cursor into `ready`, whole
-    /// revisions at a time. Scans on past events of other prefixes until it
-    /// has some or reaches the end: stopping early with none would leave the
-    /// watcher asleep with changes of its own still unread.
+    fn matches(&self, event: &WatchEvent) -> bool {
+        event.revision > self.since
+            && event.kv.key.starts_with(self.prefix.as_str())
+            && self.selector.as_ref().is_none_or(|s| s.matches(event))
+    }
+
+    /// Moves this watcher's events from its oldest unread one into `ready`,
+    /// whole revisions at a time.
     fn take(&mut self) {
         let hub = lock(&self.hub);
-        if hub.epoch != self.epoch || self.cursor < hub.floor {
+        if hub.epoch != self.epoch {
             self.closed = true;
             return;
         }
-        let start = hub.history.partition_point(|e| e.revision <= self.cursor);
+        let from = self.slot.unread_from.load(Ordering::Relaxed);
+        if from == 0 {
+            return;
+        }
+        if from <= hub.floor {
+            self.closed = true;
+            return;
+        }
+        let start = hub.history.partition_point(|e| e.revision < from);
+        let mut last = None;
         for event in hub.history.range(start..) {
-            if self.ready.len() >= TAKE_AT_ONCE && event.revision != self.cursor {
-                break;
+            if self.ready.len() >= TAKE_AT_ONCE && last != Some(event.revision) {
+                // The rest is unread from here (it may hold none of this
+                // watcher's events: the next take finds out).
+                self.slot
+                    .unread_from
+                    .store(event.revision, Ordering::Relaxed);
+                return;
             }
-            self.cursor = event.revision;
-            if event.kv.key.starts_with(self.prefix.as_str()) {
+            last = Some(event.revision);
+            if self.matches(event) {
                 self.ready.push_back(event.clone());
             }
         }
+        self.slot.unread_from.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Watch {
+    /// The revision up to which this watcher has taken every event of its
+    /// own, if nothing of it is waiting: a resume point for a stream whose
+    /// changes are rare (a BOOKMARK), though it was woken by none since.
+    pub fn caught_up_to(&self) -> Option<Revision> {
+        if self.closed || !self.ready.is_empty() {
+            return None;
+        }
+        let hub = lock(&self.hub);
+        if hub.epoch != self.epoch || self.slot.unread_from.load(Ordering::Relaxed) != 0 {
+            return None;
+        }
+        let latest = hub.history.back().map_or(hub.floor, |e| e.revision);
+        Some(latest.max(self.since))
     }
 }
 
@@ -215,7 +380,8 @@ impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watch")
             .field("prefix", &self.prefix)
-            .field("cursor", &self.cursor)
+            .field("selector", &self.selector.as_ref().map(|s| &s.value))
+            .field("since", &self.since)
             .field("closed", &self.closed)
             .finish()
     }
@@ -223,149 +389,10 @@ impl std::fmt::Debug for Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        lock(&self.hub).forget(&self.prefix, self.id);
+        lock(&self.hub).forget(&self.prefix, self.selector.as_ref(), self.slot.id);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::types::{EventKind, KeyValue, Memo};
-
-    fn put(rev: Revision, key: &str) -> WatchEvent {
-        WatchEvent {
-            revision: rev,
-            kind: EventKind::Put,
-            kv: KeyValue {
-                key: key.into(),
-                value: vec![],
-                create_revision: rev,
-                mod_revision: rev,
-            },
-            memo: Memo::default(),
-        }
-    }
-
-    fn hub() -> SharedHub {
-        Arc::new(Mutex::new(WatchHub::new(0)))
-    }
-
-    #[test]
-    fn history_is_bounded_and_floor_moves() {
-        let hub = hub();
-        for rev in 1..=(HISTORY_LIMIT as u64 + 5) {
-            lock(&hub).publish(vec![put(rev, "a")]);
-        }
-        assert_eq!(lock(&hub).history.len(), HISTORY_LIMIT);
-        assert!(matches!(
-            watch(&hub, "", 4),
-            Err(StoreError::Compacted { oldest: 5 })
-        ));
-        let mut rx = watch(&hub, "", 5).expect("since == floor is allowed");
-        assert_eq!(rx.try_recv().map(|e| e.revision).ok(), Some(6));
-    }
-
-    #[test]
-    fn history_is_bounded_in_bytes() {
-        let hub = hub();
-        let big = |rev| {
-            let mut event = put(rev, "big");
-            event.kv.value = vec![0; 1 << 20];
-            event
-        };
-        for rev in 1..=100 {
-            lock(&hub).publish(vec![big(rev)]);
-        }
-        assert!(lock(&hub).history_bytes <= HISTORY_BYTES);
-        assert!(lock(&hub).history.len() < 100);
-        assert!(watch(&hub, "", 1).is_err(), "old revisions are compacted");
-    }
-
-    #[test]
-    fn events_at_or_below_since_are_skipped_and_prefixes_filter() {
-        let hub = hub();
-        // Listed at 3 before revision 3's events were published.
-        let mut rx = watch(&hub, "a", 3).expect("watch");
-        lock(&hub).publish(vec![put(3, "a"), put(3, "b")]);
-        lock(&hub).publish(vec![put(4, "b"), put(4, "a1"), put(4, "a2")]);
-        let keys: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| e.kv.key.clone())
-            .collect();
-        assert_eq!(keys, ["a1", "a2"]);
-        assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
-    }
-
-    #[test]
-    fn a_revision_is_never_split_between_takes() {
-        let hub = hub();
-        let mut rx = watch(&hub, "", 0).expect("watch");
-        let many: Vec<WatchEvent> = (0..TAKE_AT_ONCE + 10)
-            .map(|i| put(1, &format!("k{i}")))
-            .collect();
-        lock(&hub).publish(vec![put(1, "first")]);
-        lock(&hub).publish(many);
-        lock(&hub).publish(vec![put(2, "last")]);
-        let got: Vec<Arc<WatchEvent>> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
-        assert_eq!(got.len(), TAKE_AT_ONCE + 12);
-        assert_eq!(got.last().map(|e| e.revision), Some(2));
-    }
-
-    #[test]
-    fn events_of_its_own_after_many_of_other_prefixes_are_found_without_a_new_publish() {
-        let hub = hub();
-        let mut rx = watch(&hub, "mine/", 0).expect("watch");
-        for rev in 1..=(TAKE_AT_ONCE as u64 * 3) {
-            lock(&hub).publish(vec![put(rev, "other/k")]);
-        }
-        lock(&hub).publish(vec![put(TAKE_AT_ONCE as u64 * 3 + 1, "mine/k")]);
-        assert_eq!(
-            rx.try_recv().map(|e| e.kv.key.clone()).ok().as_deref(),
-            Some("mine/k")
-        );
-    }
-
-    #[test]
-    fn a_watcher_that_does_not_read_holds_nothing_and_is_closed_once_passed() {
-        let hub = hub();
-        let mut stalled = watch(&hub, "k", 0).expect("watch");
-        for rev in 1..=(HISTORY_LIMIT as u64 * 2) {
-            lock(&hub).publish(vec![put(rev, "k")]);
-        }
-        assert!(stalled.ready.is_empty());
-        assert_eq!(lock(&hub).history.len(), HISTORY_LIMIT);
-        assert!(matches!(
-            stalled.try_recv(),
-            Err(TryRecvError::Disconnected)
-        ));
-    }
-
-    #[test]
-    fn reset_closes_every_watcher_and_drop_unregisters() {
-        let hub = hub();
-        let mut rx = watch(&hub, "k", 0).expect("watch");
-        let other = watch(&hub, "k", 0).expect("watch");
-        drop(other);
-        assert_eq!(lock(&hub).watchers.get("k").map(Vec::len), Some(1));
-        lock(&hub).publish(vec![put(1, "k")]);
-        lock(&hub).reset(5);
-        assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
-        drop(rx);
-        assert!(lock(&hub).watchers.is_empty());
-    }
-
-    #[tokio::test]
-    async fn recv_wakes_on_a_matching_publish() {
-        let hub = hub();
-        let mut rx = watch(&hub, "k", 0).expect("watch");
-        let publisher = hub.clone();
-        let waiting = tokio::spawn(async move { rx.recv().await.map(|e| e.revision) });
-        tokio::task::yield_now().await;
-        lock(&publisher).publish(vec![put(1, "other")]);
-        lock(&publisher).publish(vec![put(2, "k")]);
-        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
-            .await
-            .expect("woken")
-            .expect("task");
-        assert_eq!(got, Some(2));
-    }
-}
+#[path = "watch_tests.rs"]
+mod tests;
