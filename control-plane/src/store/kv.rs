@@ -16,7 +16,23 @@ pub(crate) struct StoredValue {
     pub mod_revision: Revision,
 }
 
+/// A stored value's revisions without its bytes: what a transaction's
+/// checks and a put's create revision need, decoded without copying the
+/// object (the value is skipped in place).
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub(crate) struct StoredRevisions {
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+}
+
 impl StoredValue {
+    pub(crate) fn revisions(&self) -> StoredRevisions {
+        StoredRevisions {
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+
     pub(crate) fn into_kv(self, key: String) -> KeyValue {
         KeyValue {
             key,
@@ -142,5 +158,22 @@ pub(crate) fn blob_size(db: &Db, digest: &str) -> Result<Option<u64>, StoreError
             Ok(Some(offset + value.len() as u64))
         }
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_decode_from_a_stored_value_and_skip_its_bytes() {
+        let stored = StoredValue {
+            value: vec![0xc1; 4096],
+            create_revision: 7,
+            mod_revision: 42,
+        };
+        let encoded = db::encode(&stored).expect("encode");
+        let revisions: StoredRevisions = db::decode(&encoded).expect("decode");
+        assert_eq!((revisions.create_revision, revisions.mod_revision), (7, 42));
     }
 }

@@ -17,7 +17,7 @@ use rocksdb::WriteBatch;
 
 use super::db::{self, Db, CF_BLOBS, CF_KV, CF_SM};
 use super::error::StoreError;
-use super::kv::{self, StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
+use super::kv::{self, StoredRevisions, StoredValue, KEY_APPLIED, KEY_MEMBERSHIP, KEY_REVISION};
 use super::snapshot::SnapshotDir;
 use super::types::{
     Check, Entry, EventKind, LogId, Memo, Op, Revision, Snapshot, SnapshotData, SnapshotMeta,
@@ -168,11 +168,19 @@ impl Batch<'_> {
         }
     }
 
+    /// As `get`, without reading the value: checks and puts need only this.
+    fn revisions(&self, key: &str) -> Result<Option<StoredRevisions>, StoreError> {
+        match self.overlay.get(key) {
+            Some(pending) => Ok(pending.as_ref().map(StoredValue::revisions)),
+            None => self.db.get_decoded(CF_KV, key.as_bytes()),
+        }
+    }
+
     fn check(&self, check: &Check) -> Result<bool, StoreError> {
         Ok(match check {
-            Check::Absent { key } => self.get(key)?.is_none(),
+            Check::Absent { key } => self.revisions(key)?.is_none(),
             Check::ModRevision { key, revision } => {
-                self.get(key)?.map_or(0, |v| v.mod_revision) == *revision
+                self.revisions(key)?.map_or(0, |v| v.mod_revision) == *revision
             }
         })
     }
@@ -204,7 +212,9 @@ impl Batch<'_> {
     fn apply_op(&mut self, revision: Revision, op: Op) -> Result<(), StoreError> {
         match op {
             Op::Put { key, value } => {
-                let create_revision = self.get(&key)?.map_or(revision, |v| v.create_revision);
+                let create_revision = self
+                    .revisions(&key)?
+                    .map_or(revision, |v| v.create_revision);
                 let stored = StoredValue {
                     value,
                     create_revision,
