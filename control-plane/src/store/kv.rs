@@ -26,6 +26,13 @@ pub(crate) struct StoredRevisions {
 }
 
 impl StoredValue {
+    pub(crate) fn revisions(&self) -> StoredRevisions {
+        StoredRevisions {
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+        }
+    }
+
     pub(crate) fn into_kv(self, key: String) -> KeyValue {
         KeyValue {
             key,

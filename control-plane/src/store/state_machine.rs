@@ -154,9 +154,7 @@ impl StateMachine {
 struct Batch<'a> {
     db: &'a Db,
     write: WriteBatch,
-    /// By key: `Some(i)` written by `events[i]` (which holds the value, so
-    /// it is not copied twice), `None` deleted.
-    overlay: HashMap<String, Option<usize>>,
+    overlay: HashMap<String, Option<StoredValue>>,
     events: Vec<WatchEvent>,
     /// The revision of the last transaction applied so far.
     revision: Revision,
@@ -165,14 +163,7 @@ struct Batch<'a> {
 impl Batch<'_> {
     fn get(&self, key: &str) -> Result<Option<StoredValue>, StoreError> {
         match self.overlay.get(key) {
-            Some(pending) => Ok(pending.map(|i| {
-                let kv = &self.events[i].kv;
-                StoredValue {
-                    value: kv.value.clone(),
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                }
-            })),
+            Some(pending) => Ok(pending.clone()),
             None => self.db.get_decoded(CF_KV, key.as_bytes()),
         }
     }
@@ -180,13 +171,7 @@ impl Batch<'_> {
     /// As `get`, without reading the value: checks and puts need only this.
     fn revisions(&self, key: &str) -> Result<Option<StoredRevisions>, StoreError> {
         match self.overlay.get(key) {
-            Some(pending) => Ok(pending.map(|i| {
-                let kv = &self.events[i].kv;
-                StoredRevisions {
-                    create_revision: kv.create_revision,
-                    mod_revision: kv.mod_revision,
-                }
-            })),
+            Some(pending) => Ok(pending.as_ref().map(StoredValue::revisions)),
             None => self.db.get_decoded(CF_KV, key.as_bytes()),
         }
     }
@@ -237,13 +222,13 @@ impl Batch<'_> {
                 };
                 self.write
                     .put_cf(self.db.cf(CF_KV)?, key.as_bytes(), db::encode(&stored)?);
-                self.overlay.insert(key.clone(), Some(self.events.len()));
                 self.events.push(WatchEvent {
                     revision,
                     kind: EventKind::Put,
-                    kv: stored.into_kv(key),
+                    kv: stored.clone().into_kv(key.clone()),
                     memo: Memo::default(),
                 });
+                self.overlay.insert(key, Some(stored));
             }
             Op::Delete { key } => {
                 if let Some(prev) = self.get(&key)? {

@@ -137,64 +137,6 @@ async fn watch_replays_history_then_live() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Later ops of one transaction (and of one applied batch) see what earlier
-/// ones wrote before any of it reaches RocksDB.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ops_of_one_transaction_see_each_other() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = single(dir.path()).await?;
-    let first = store.txn(ops(vec![put("k/old", "o1")])).await?.revision;
-    let mut events = store.watch("k/", first)?;
-    let revision = store
-        .txn(ops(vec![
-            put("k/new", "n1"),
-            put("k/new", "n2"),
-            put("k/old", "o2"),
-            Op::Delete {
-                key: "k/new".into(),
-            },
-        ]))
-        .await?
-        .revision;
-    let got: Vec<(EventKind, String, Vec<u8>, u64)> = std::iter::from_fn(|| events.try_recv().ok())
-        .map(|e| {
-            (
-                e.kind.clone(),
-                e.kv.key.clone(),
-                e.kv.value.clone(),
-                e.kv.create_revision,
-            )
-        })
-        .collect();
-    let want = vec![
-        (
-            EventKind::Put,
-            "k/new".to_string(),
-            b"n1".to_vec(),
-            revision,
-        ),
-        (
-            EventKind::Put,
-            "k/new".to_string(),
-            b"n2".to_vec(),
-            revision,
-        ),
-        (EventKind::Put, "k/old".to_string(), b"o2".to_vec(), first),
-        (
-            EventKind::Delete,
-            "k/new".to_string(),
-            b"n2".to_vec(),
-            revision,
-        ),
-    ];
-    ensure!(got == want, "events {got:?}");
-    ensure!(store.get("k/new")?.is_none());
-    let old = store.get("k/old")?.context("k/old")?;
-    ensure!(old.create_revision == first && old.mod_revision == revision);
-    store.shutdown().await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blob_chunks_roundtrip() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
