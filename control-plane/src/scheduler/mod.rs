@@ -1,12 +1,15 @@
 //! The scheduler (leader only): binds Pending pods to nodes that fit them.
 //!
 //! Each pass reads a snapshot of nodes and pods from the store, plans with the pure
-//! [`plan::place`], and binds in batches: one Raft transaction per batch, each pod
-//! compare-and-swap on the revision it was read at.
+//! [`plan::place`], and hands its binds to a background task: one transaction per
+//! pod, compare-and-swap on the revision it was read at. The next pass does not
+//! wait for them; it counts them as placed ([`assumed`]).
 
+mod assumed;
 pub mod plan;
 
 use crate::events::{self, Occurrence};
+use assumed::{Assumed, Forget};
 use crate::reconcile::Trigger;
 use crate::registry::{BatchWrite, Registry, Result};
 use futures::StreamExt;
@@ -16,8 +19,10 @@ use reef_api::{Kind, Node, ObjectRef, Phase, Pod, RawObject};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
-/// Binds (and events) written at once; the store batches them into entries.
+/// Binds (and events) written at once, over all passes; the store batches them
+/// into entries.
 const WRITES_IN_FLIGHT: usize = 256;
 
 /// The Scheduled event of a bind, to commit with it (none if one exists already).
@@ -59,14 +64,27 @@ fn placement_projection(pod: &RawObject) -> serde_json::Value {
     serde_json::json!([pod.spec.get("node"), finished])
 }
 
+/// One planned bind: the pod with its node set, its Scheduled event, and the
+/// guard that keeps it assumed until the write ends.
+type Bind = (BatchWrite, Option<BatchWrite>, Forget);
+
 pub struct Scheduler {
     registry: Registry,
     policy: Policy,
+    assumed: Assumed,
+    /// Shared by the bind tasks of every pass. Waiters are served in order, so
+    /// the pods of an earlier pass (older pods) bind first.
+    permits: Arc<Semaphore>,
 }
 
 impl Scheduler {
     pub fn new(registry: Registry, policy: Policy) -> Scheduler {
-        Scheduler { registry, policy }
+        Scheduler {
+            registry,
+            policy,
+            assumed: Assumed::default(),
+            permits: Arc::new(Semaphore::new(WRITES_IN_FLIGHT)),
+        }
     }
 
     /// Runs until the process ends; passes happen only while this member leads.
@@ -86,8 +104,10 @@ impl Scheduler {
         .await
     }
 
-    /// One scheduling pass over every unbound pod.
+    /// One scheduling pass over every unbound pod that has no bind in flight.
     pub async fn pass(&self) -> Result<()> {
+        // Before the pods: see [`Assumed::snapshot`].
+        let in_flight = self.assumed.snapshot();
         let nodes: Vec<Arc<Node>> = self.registry.list_cached(Kind::Node)?;
         let pods: Vec<Arc<Pod>> = self.registry.list_cached(Kind::Pod)?;
         let mut views: Vec<NodeView> = nodes.iter().map(|n| NodeView::new(n)).collect();
@@ -101,7 +121,14 @@ impl Scheduler {
             if matches!(pod.status.phase, Phase::Succeeded | Phase::Failed) {
                 continue;
             }
-            match &pod.spec.node {
+            let assumed_node = || {
+                if in_flight.is_empty() {
+                    return None;
+                }
+                let key = (pod.namespace().to_string(), pod.metadata.name.clone());
+                in_flight.get(&key)
+            };
+            match pod.spec.node.as_ref().or_else(assumed_node) {
                 Some(node) => {
                     if let Some(&i) = index.get(node) {
                         views[i].claim(pod);
@@ -125,7 +152,7 @@ impl Scheduler {
                 ))
         });
         let decisions = plan::place(&pending, &mut views, self.policy);
-        let mut binds = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
         let mut unschedulable = Vec::new();
         for (pod, decision) in pending.iter().zip(&decisions) {
             match decision {
@@ -133,41 +160,23 @@ impl Scheduler {
                     let mut bound = (*pod).clone();
                     bound.spec.node = Some(node.clone());
                     let event = scheduled_event(&self.registry, pod, node)?;
-                    binds.push((BatchWrite::Spec(bound.to_raw()?), event));
+                    let key = (pod.namespace().to_string(), pod.metadata.name.clone());
+                    let forget = self.assumed.assume(key, node.clone());
+                    binds.push((BatchWrite::Spec(bound.to_raw()?), event, forget));
                 }
                 Decision::Unschedulable { .. } => {
                     unschedulable.push((*pod, decision.message().unwrap_or_default()));
                 }
             }
         }
-        // Each pod is bound (with its Scheduled event) in a transaction of its
-        // own, many in flight at once: the store packs them into shared Raft
-        // entries, and a pod that changed meanwhile fails alone (the next pass
-        // replans it) instead of voiding everyone else's bind.
-        let bound = futures::stream::iter(binds)
-            .map(|(bind, event)| async move {
-                let pod = match &bind {
-                    BatchWrite::Spec(p) => format!("{}/{}", p.namespace(), p.metadata.name),
-                    _ => String::new(),
-                };
-                let writes = std::iter::once(bind).chain(event).collect();
-                match self.registry.write_batch(writes).await {
-                    Ok(Some(_)) => true,
-                    Ok(None) => {
-                        tracing::debug!(%pod, "changed while being bound; will replan");
-                        false
-                    }
-                    Err(e) => {
-                        tracing::warn!(%pod, "cannot bind: {e}");
-                        false
-                    }
-                }
-            })
-            .buffer_unordered(WRITES_IN_FLIGHT)
-            .filter(|ok| futures::future::ready(*ok))
-            .count()
-            .await;
-        // Pods that fit nowhere are told why, after the ones that fit are bound.
+        if !binds.is_empty() {
+            tokio::spawn(write_binds(
+                self.registry.clone(),
+                self.permits.clone(),
+                binds,
+            ));
+        }
+        // Pods that fit nowhere are told why.
         futures::stream::iter(unschedulable)
             .for_each_concurrent(WRITES_IN_FLIGHT, |(pod, message)| async move {
                 let involved = ObjectRef {
@@ -188,9 +197,54 @@ impl Scheduler {
                 }
             })
             .await;
-        if bound > 0 {
-            tracing::info!("bound {bound} pod(s)");
-        }
         Ok(())
     }
 }
+
+/// Writes one pass's binds, each pod (with its Scheduled event) in a
+/// transaction of its own: the store packs many into shared Raft entries, and
+/// a pod that changed meanwhile fails alone (a later pass replans it) instead
+/// of voiding everyone else's bind.
+async fn write_binds(registry: Registry, permits: Arc<Semaphore>, binds: Vec<Bind>) {
+    let registry = &registry;
+    let bound = binds
+        .into_iter()
+        .map(|(bind, event, forget)| {
+            let permits = permits.clone();
+            async move {
+                // Never closed; without a permit nothing is written.
+                let Ok(_permit) = permits.acquire_owned().await else {
+                    return false;
+                };
+                let pod = match &bind {
+                    BatchWrite::Spec(p) => format!("{}/{}", p.namespace(), p.metadata.name),
+                    _ => String::new(),
+                };
+                let writes = std::iter::once(bind).chain(event).collect();
+                let written = registry.write_batch(writes).await;
+                // Committed and applied here (or failed): the next pass reads it.
+                drop(forget);
+                match written {
+                    Ok(Some(_)) => true,
+                    Ok(None) => {
+                        tracing::debug!(%pod, "changed while being bound; will replan");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(%pod, "cannot bind: {e}");
+                        false
+                    }
+                }
+            }
+        })
+        .collect::<futures::stream::FuturesUnordered<_>>()
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    if bound > 0 {
+        tracing::info!("bound {bound} pod(s)");
+    }
+}
+
+#[cfg(test)]
+mod tests;
