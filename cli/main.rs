@@ -6,6 +6,7 @@
 
 mod admin;
 mod daemons;
+mod oci;
 mod ops;
 mod output;
 mod tokens;
@@ -148,6 +149,25 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// Push a component to an OCI registry as a Wasm OCI artifact.
+    Push {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// oci://HOST[:PORT]/REPO:TAG
+        reference: String,
+        #[command(flatten)]
+        registry: oci::RegistryArgs,
+    },
+    /// Pull a component from an OCI registry, checking its digests.
+    Pull {
+        /// oci://HOST[:PORT]/REPO:TAG or oci://HOST[:PORT]/REPO@sha256:HEX
+        reference: String,
+        /// Where to write the component.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        registry: oci::RegistryArgs,
+    },
     /// Delete an object, or every object of a manifest file.
     Delete {
         kind: Option<String>,
@@ -251,6 +271,16 @@ fn main() -> ExitCode {
                 file,
                 namespace,
             } => verbs::delete(kind, name, file, namespace).await,
+            Command::Push {
+                file,
+                reference,
+                registry,
+            } => oci::push(&file, &reference, &registry).await,
+            Command::Pull {
+                reference,
+                output,
+                registry,
+            } => oci::pull(&reference, &output, &registry).await,
         }
     });
     // Daemons leave tasks behind (servers, aborted loops) that still hold the

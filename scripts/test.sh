@@ -23,6 +23,8 @@ if [[ ! -x "$venv/bin/schemathesis" ]]; then
     "$venv/bin/pip" install -q "schemathesis>=4,<5"
 fi
 export REEF_REQUIRE_SCHEMATHESIS=1
+# prereqs.sh installed docker-registry: the OCI tests (tests/oci.rs) must run, not skip.
+export REEF_REQUIRE_REGISTRY=1
 # Figures tests measured (printed by them, hidden by cargo when they pass).
 target_tmp="$target_dir/tmp"
 rm -f "$target_tmp/figures.txt"

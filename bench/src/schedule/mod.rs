@@ -328,10 +328,14 @@ async fn run_once(reef: &Path, options: &Options) -> anyhow::Result<RunResult> {
         seen.duration_since(t)
             .map_or_else(|e| -e.duration().as_secs_f64(), |d| d.as_secs_f64())
     });
-    let warnings = log
+    let warning_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .count();
+        .collect();
+    for line in warning_lines.iter().take(5) {
+        eprintln!("control plane warned: {line}");
+    }
+    let warnings = warning_lines.len();
 
     let lease = leases.lock().unwrap_or_else(|e| e.into_inner());
     let result = RunResult {

@@ -40,6 +40,7 @@ impl Assumed {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -9,9 +9,9 @@ mod assumed;
 pub mod plan;
 
 use crate::events::{self, Occurrence};
-use assumed::{Assumed, Forget};
 use crate::reconcile::Trigger;
 use crate::registry::{BatchWrite, Registry, Result};
+use assumed::{Assumed, Forget};
 use futures::StreamExt;
 use plan::{Decision, NodeView, Policy};
 use reef_api::events::{event_name, event_object, fold};

@@ -38,7 +38,13 @@ fn placements(registry: &Registry) -> anyhow::Result<Vec<(String, Option<String>
 #[tokio::test]
 async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(StoreConfig::new(1, dir.path().join("m1"), "127.0.0.1:9", "s")).await?;
+    let store = Store::open(StoreConfig::new(
+        1,
+        dir.path().join("m1"),
+        "127.0.0.1:9",
+        "s",
+    ))
+    .await?;
     store.initialize_single().await?;
     let registry = Registry::new(store.clone());
     // One node with room for three pods.
@@ -50,7 +56,9 @@ async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     }));
     registry.put(&node, Precondition::None).await?;
     let ready = json!({"conditions": [{"type": "Ready", "status": "True"}]});
-    registry.put_status(Kind::Node, None, "n1", ready, None).await?;
+    registry
+        .put_status(Kind::Node, None, "n1", ready, None)
+        .await?;
 
     let scheduler = Scheduler::new(registry.clone(), Default::default());
     // Every bind waits for a permit: what a pass plans stays in flight.
@@ -62,7 +70,9 @@ async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     create_pods(&registry, &["p1", "p2"]).await?;
     scheduler.pass().await?;
     assert_eq!(scheduler.assumed.len(), 2, "both planned, neither written");
-    assert!(placements(&registry)?.iter().all(|(_, node)| node.is_none()));
+    assert!(placements(&registry)?
+        .iter()
+        .all(|(_, node)| node.is_none()));
 
     // A second pass must not plan p1 and p2 again, nor give their room away.
     create_pods(&registry, &["p3", "p4", "p5"]).await?;
@@ -77,7 +87,10 @@ async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(30);
     while scheduler.assumed.len() > 0 {
-        anyhow::ensure!(Instant::now() < deadline, "binds still in flight after 30 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "binds still in flight after 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let placed = placements(&registry)?;
@@ -86,7 +99,11 @@ async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
         .filter(|(_, node)| node.as_deref() == Some("n1"))
         .map(|(name, _)| name.as_str())
         .collect();
-    assert_eq!(bound, ["p1", "p2", "p3"], "the oldest three, once each: {placed:?}");
+    assert_eq!(
+        bound,
+        ["p1", "p2", "p3"],
+        "the oldest three, once each: {placed:?}"
+    );
 
     // With the bound pods now in the store, a pass finds no room for the rest.
     scheduler.pass().await?;

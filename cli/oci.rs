@@ -1,0 +1,93 @@
+//! `reef push` and `reef pull`: components to and from an OCI registry.
+
+use crate::{CliResult, Failure};
+use reef_oci::{Access, ComponentRef, Credentials, OciError};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest component pulled (the API's default blob limit).
+pub const MAX_COMPONENT: u64 = 64 << 20;
+
+#[derive(clap::Args)]
+pub struct RegistryArgs {
+    /// A registry (HOST:PORT) to reach over plain HTTP; loopback ones always are.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure: Vec<String>,
+    /// Log in as this user, with the password read from standard input
+    /// (by default: the credentials `docker login` stored, else none).
+    #[arg(long)]
+    pub username: Option<String>,
+}
+
+impl RegistryArgs {
+    pub fn access(&self) -> Result<Access, Failure> {
+        let credentials = match &self.username {
+            None => Credentials::DockerConfig,
+            Some(username) => {
+                let mut password = String::new();
+                std::io::stdin()
+                    .take(4096)
+                    .read_to_string(&mut password)
+                    .map_err(|e| {
+                        Failure::usage(format!("error: reading the password from stdin: {e}"))
+                    })?;
+                Credentials::Basic {
+                    username: username.clone(),
+                    password: password.trim_end_matches(['\r', '\n']).to_string(),
+                }
+            }
+        };
+        Ok(Access {
+            insecure: self.insecure.clone(),
+            credentials,
+        })
+    }
+}
+
+pub fn parse_reference(text: &str) -> Result<ComponentRef, Failure> {
+    text.parse()
+        .map_err(|e| Failure::usage(format!("error: {e}")))
+}
+
+/// A registry's refusal of what was sent is bad input (2); the rest is 1.
+pub fn failure(e: OciError) -> Failure {
+    let code = match &e {
+        OciError::Artifact { .. }
+        | OciError::NoTag { .. }
+        | OciError::TooLarge { .. }
+        | OciError::NotFound { .. } => 2,
+        OciError::Registry { .. }
+        | OciError::DigestMismatch { .. }
+        | OciError::Credentials { .. } => 1,
+    };
+    Failure {
+        code,
+        message: format!("error: {e}"),
+    }
+}
+
+pub async fn push(file: &Path, reference: &str, registry: &RegistryArgs) -> CliResult {
+    let reference = parse_reference(reference)?;
+    let bytes = std::fs::read(file)
+        .map_err(|e| Failure::usage(format!("error: {}: {e}", file.display())))?;
+    let pinned = registry
+        .access()?
+        .push(&reference, &bytes)
+        .await
+        .map_err(failure)?;
+    println!("{pinned}");
+    Ok(())
+}
+
+pub async fn pull(reference: &str, output: &PathBuf, registry: &RegistryArgs) -> CliResult {
+    let reference = parse_reference(reference)?;
+    let pulled = registry
+        .access()?
+        .pull(&reference, MAX_COMPONENT)
+        .await
+        .map_err(failure)?;
+    std::fs::write(output, &pulled.bytes)
+        .map_err(|e| Failure::other(format!("error: {}: {e}", output.display())))?;
+    println!("{} {}", pulled.reference, pulled.digest);
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! `reef push` and `reef pull` against a real registry (Debian's
+//! `docker-registry`, CNCF distribution 2.8) started by the test on loopback.
+
+mod common;
+
+use common::control_plane::free_port;
+use common::{example, REEF};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// A registry on a free loopback port, storing under a temp dir.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `docker-registry`, or says loudly why not. CI installs it
+/// (scripts/prereqs.sh) and sets REEF_REQUIRE_REGISTRY, so there it must run.
+async fn registry() -> Option<Registry> {
+    let found = Command::new("docker-registry")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("REEF_REQUIRE_REGISTRY").is_none(),
+            "docker-registry is required here (apt-get install docker-registry)"
+        );
+        eprintln!(
+            "*** SKIPPED: docker-registry is not installed (apt-get install docker-registry) ***"
+        );
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = dir.path().join("storage");
+    let port = free_port();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            storage.display()
+        ),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start docker-registry");
+    let registry = Registry {
+        child,
+        port,
+        storage,
+        _dir: dir,
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let up = http
+            .get(format!("http://127.0.0.1:{port}/v2/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if up {
+            return Some(registry);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "docker-registry did not answer in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn reef(args: &[&str]) -> Output {
+    // No docker login of this machine's user leaks in.
+    reef_with_docker_config(args, Path::new("/nonexistent"))
+}
+
+fn reef_with_docker_config(args: &[&str], docker_config: &Path) -> Output {
+    Command::new(REEF)
+        .args(args)
+        .env("DOCKER_CONFIG", docker_config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run reef")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "reef failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn failed(out: &Output, code: i32, says: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {stderr}");
+    assert!(stderr.contains(says), "{stderr:?} should say {says:?}");
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn wasm(name: &str) -> PathBuf {
+    let app = example(name);
+    app.with_file_name(format!("{name}.wasm"))
+}
+
+fn pull_to(reference: &str, dir: &Path, file: &str) -> (Output, PathBuf) {
+    let path = dir.join(file);
+    let out = reef(&["pull", reference, "-o", path.to_str().expect("utf-8 path")]);
+    (out, path)
+}
+
+#[tokio::test]
+async fn a_pushed_component_pulls_back_by_tag_and_by_digest() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let base = format!("127.0.0.1:{}", registry.port);
+    let hello = wasm("hello");
+    let hello_bytes = std::fs::read(&hello).expect("hello.wasm");
+    let tag = format!("oci://{base}/reef/hello:v1");
+
+    let pinned = ok(&reef(&["push", hello.to_str().expect("path"), &tag]));
+    let digest = pinned
+        .strip_prefix(&format!("oci://{base}/reef/hello@"))
+        .unwrap_or_else(|| panic!("push printed {pinned:?}"))
+        .to_string();
+
+    // The registry holds the ecosystem's wasm artifact layout, under that digest.
+    let http = reqwest::Client::new();
+    let manifest = http
+        .get(format!("http://{base}/v2/reef/hello/manifests/v1"))
+        .header("Accept", MANIFEST)
+        .send()
+        .await
+        .expect("get manifest")
+        .bytes()
+        .await
+        .expect("manifest body");
+    assert_eq!(sha256(&manifest), digest);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).expect("json");
+    assert_eq!(manifest["mediaType"], MANIFEST);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/wasm");
+    assert_eq!(manifest["layers"][0]["digest"], sha256(&hello_bytes));
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let config: serde_json::Value = http
+        .get(format!("http://{base}/v2/reef/hello/blobs/{config_digest}"))
+        .send()
+        .await
+        .expect("get config")
+        .json()
+        .await
+        .expect("config json");
+    assert_eq!(config["os"], "wasip2");
+    assert_eq!(config["layerDigests"][0], sha256(&hello_bytes));
+    let exports = config["component"]["exports"].to_string();
+    assert!(exports.contains("wasi:http/incoming-handler"), "{exports}");
+
+    // Pulled by tag and by digest: the same bytes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out, by_tag) = pull_to(&tag, dir.path(), "by-tag.wasm");
+    assert_eq!(ok(&out), format!("{pinned} {}", sha256(&hello_bytes)));
+    assert_eq!(std::fs::read(by_tag).expect("pulled"), hello_bytes);
+    let (out, by_digest) = pull_to(&pinned, dir.path(), "by-digest.wasm");
+    ok(&out);
+    assert_eq!(std::fs::read(by_digest).expect("pulled"), hello_bytes);
+
+    // The tag moves to another component; the digest still names hello.
+    let ticker = wasm("ticker");
+    let moved = ok(&reef(&["push", ticker.to_str().expect("path"), &tag]));
+    assert_ne!(moved, pinned);
+    let (out, now) = pull_to(&tag, dir.path(), "now.wasm");
+    ok(&out);
+    assert_eq!(
+        std::fs::read(now).expect("pulled"),
+        std::fs::read(&ticker).expect("ticker")
+    );
+    let (out, still) = pull_to(&pinned, dir.path(), "still.wasm");
+    ok(&out);
+    assert_eq!(std::fs::read(still).expect("pulled"), hello_bytes);
+}
+
+#[tokio::test]
+async fn missing_refs_bad_input_and_tampered_bytes_are_refused() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let base = format!("127.0.0.1:{}", registry.port);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hello = wasm("hello");
+    let hello_bytes = std::fs::read(&hello).expect("hello.wasm");
+    let pinned = ok(&reef(&[
+        "push",
+        hello.to_str().expect("path"),
+        &format!("oci://{base}/hello:v1"),
+    ]));
+
+    let (out, path) = pull_to(&format!("oci://{base}/hello:nope"), dir.path(), "a.wasm");
+    failed(&out, 2, "no such manifest");
+    assert!(!path.exists(), "nothing written");
+    let absent = format!("oci://{base}/hello@sha256:{}", "0".repeat(64));
+    failed(
+        &pull_to(&absent, dir.path(), "b.wasm").0,
+        2,
+        "no such manifest",
+    );
+    failed(
+        &pull_to(&format!("oci://{base}/nobody:v1"), dir.path(), "c.wasm").0,
+        2,
+        "no such manifest",
+    );
+    failed(
+        &pull_to(&format!("oci://{base}/Hello:v1"), dir.path(), "d.wasm").0,
+        2,
+        "lowercase",
+    );
+    failed(
+        &pull_to(&format!("http://{base}/hello:v1"), dir.path(), "e.wasm").0,
+        2,
+        "oci://",
+    );
+
+    // Only components are pushed, and only under a tag.
+    let text = dir.path().join("not.wasm");
+    std::fs::write(&text, "hello").expect("write");
+    let out = reef(&[
+        "push",
+        text.to_str().expect("path"),
+        &format!("oci://{base}/x:v1"),
+    ]);
+    failed(&out, 2, "not a WebAssembly component");
+    let out = reef(&["push", hello.to_str().expect("path"), &pinned]);
+    failed(&out, 2, "needs a tag");
+    let out = reef(&["push", "/nonexistent.wasm", &format!("oci://{base}/x:v1")]);
+    failed(&out, 2, "/nonexistent.wasm");
+
+    // A docker config that does not parse is an error, not a silent anonymous pull.
+    std::fs::write(dir.path().join("config.json"), "{").expect("write");
+    let out = reef_with_docker_config(&["pull", &pinned, "-o", "/dev/null"], dir.path());
+    failed(&out, 1, "credentials for");
+
+    // A registry that serves other bytes than the digest says is caught.
+    let layer = sha256(&hello_bytes);
+    let hex = layer.trim_start_matches("sha256:");
+    let data = registry
+        .storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let mut tampered = std::fs::read(&data).expect("stored layer");
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0xff;
+    std::fs::write(&data, tampered).expect("tamper");
+    let (out, path) = pull_to(&pinned, dir.path(), "f.wasm");
+    failed(&out, 1, "digest");
+    assert!(!path.exists(), "nothing written");
+}
