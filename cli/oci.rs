@@ -1,7 +1,10 @@
 //! `reef push` and `reef pull`: components to and from an OCI registry.
 
 use crate::{CliResult, Failure};
+use reef_api::RawObject;
 use reef_oci::{Access, ComponentRef, Credentials, OciError};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -64,6 +67,37 @@ pub fn failure(e: OciError) -> Failure {
         code,
         message: format!("error: {e}"),
     }
+}
+
+/// The objects with each `oci://` component that names a tag pinned to the
+/// digest the tag names now: a spec never follows a tag that moves later.
+pub async fn pin_components(objects: &[RawObject]) -> Result<Vec<RawObject>, Failure> {
+    let access = Access::default();
+    let mut pinned: HashMap<String, String> = HashMap::new();
+    let mut out = objects.to_vec();
+    for object in &mut out {
+        for path in ["/template/component", "/component"] {
+            let Some(Value::String(value)) = object.spec.pointer_mut(path) else {
+                continue;
+            };
+            if !value.starts_with(reef_oci::reference::SCHEME) {
+                continue;
+            }
+            if let Some(known) = pinned.get(value.as_str()) {
+                *value = known.clone();
+                continue;
+            }
+            let reference = parse_reference(value)?;
+            let (resolved, _) = access
+                .resolve(&reference, MAX_COMPONENT)
+                .await
+                .map_err(failure)?;
+            let resolved = resolved.to_string();
+            pinned.insert(value.clone(), resolved.clone());
+            *value = resolved;
+        }
+    }
+    Ok(out)
 }
 
 pub async fn push(file: &Path, reference: &str, registry: &RegistryArgs) -> CliResult {

@@ -95,6 +95,15 @@ pub struct ControlPlaneTuning {
     /// spread (least allocated first) or binpack.
     #[arg(long, env = "REEF_SCHEDULER_POLICY", default_value = "spread")]
     pub(crate) scheduler_policy: Policy,
+    /// An OCI registry (HOST[:PORT]) whose components manifests may name;
+    /// repeat for more. None by default: nodes fetch from what specs name.
+    #[arg(
+        long = "oci-registry",
+        env = "REEF_OCI_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub(crate) oci_registries: Vec<String>,
     /// Largest component upload accepted, in bytes.
     #[arg(long, env = "REEF_MAX_BLOB_SIZE", default_value_t = 64 << 20)]
     pub(crate) max_blob_size: usize,

@@ -94,7 +94,8 @@ pub async fn apply_manifest(client: &Client, manifest: &manifest::Manifest) -> C
             );
         }
     }
-    let result = client.apply(&manifest.objects).await?;
+    let objects = crate::oci::pin_components(&manifest.objects).await?;
+    let result = client.apply(&objects).await?;
     for item in &result.items {
         println!(
             "{}/{} {}",

@@ -4,7 +4,7 @@
 mod common;
 
 use common::control_plane::free_port;
-use common::{example, REEF};
+use common::{example, manifest_dir, path_str, Cluster, REEF};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -285,4 +285,96 @@ async fn missing_refs_bad_input_and_tampered_bytes_are_refused() {
     let (out, path) = pull_to(&pinned, dir.path(), "f.wasm");
     failed(&out, 1, "digest");
     assert!(!path.exists(), "nothing written");
+}
+
+fn hello_manifest(component: &str, name: &str) -> String {
+    format!(
+        "[[deployment]]\nname = \"{name}\"\nlabels = {{ app = \"{name}\" }}\ncomponent = \"{component}\"\nenv = {{ GREETING = \"Hello\" }}\n\n[[service]]\nname = \"{name}\"\nselector = {{ app = \"{name}\" }}\nhost = \"{name}.local\"\n"
+    )
+}
+
+fn template_component(cluster: &Cluster, name: &str) -> Option<String> {
+    let list = cluster.get_json("deployments");
+    list["items"]
+        .as_array()?
+        .iter()
+        .find(|d| d["metadata"]["name"] == name)
+        .and_then(|d| d["spec"]["template"]["component"].as_str())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_manifest_naming_a_registry_component_deploys_it_pinned() {
+    let Some(registry) = registry().await else {
+        return;
+    };
+    let base = format!("127.0.0.1:{}", registry.port);
+    let hello = wasm("hello");
+    let tag = format!("oci://{base}/hello:v1");
+    let pinned = ok(&reef(&["push", hello.to_str().expect("path"), &tag]));
+    let cluster = Cluster::start_with(&["--oci-registry", &base]).await;
+
+    let (_dir, app) = manifest_dir(&hello_manifest(&tag, "hello"));
+    let out = cluster.reef_ok(&["apply", "-f", path_str(&app)]);
+    assert!(out.contains("deployment/hello created"), "{out}");
+    let body = cluster
+        .until_status("hello.local", "/world", 200, Duration::from_secs(60))
+        .await;
+    assert!(body.contains("Hello from reef"), "{body}");
+    assert_eq!(template_component(&cluster, "hello"), Some(pinned.clone()));
+
+    // The tag moves to another component: what runs does not, until re-applied.
+    let ticker = wasm("ticker");
+    let moved = ok(&reef(&["push", ticker.to_str().expect("path"), &tag]));
+    assert_ne!(moved, pinned);
+    assert_eq!(template_component(&cluster, "hello"), Some(pinned.clone()));
+    cluster
+        .until_status("hello.local", "/world", 200, Duration::from_secs(10))
+        .await;
+    let out = cluster.reef_ok(&["apply", "-f", path_str(&app)]);
+    assert!(out.contains("deployment/hello configured"), "{out}");
+    assert_eq!(template_component(&cluster, "hello"), Some(moved));
+
+    // A tag or digest the registry lacks fails the apply, and nothing is made.
+    let absent = format!("oci://{base}/hello@sha256:{}", "0".repeat(64));
+    for component in [format!("oci://{base}/hello:nope"), absent] {
+        let (_dir, app) = manifest_dir(&hello_manifest(&component, "other"));
+        let out = cluster.reef(&["apply", "-f", path_str(&app)]);
+        failed(&out, 2, "no such manifest");
+        assert_eq!(template_component(&cluster, "other"), None);
+    }
+
+    // The API takes only pinned components, from registries the operator named.
+    let digest = pinned
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_string())
+        .expect("pinned");
+    let http = reqwest::Client::new();
+    for (component, says) in [
+        (format!("oci://{base}/hello:v1"), "names a tag"),
+        (
+            format!("oci://10.0.0.1:5000/hello@{digest}"),
+            "not one this cluster pulls from",
+        ),
+    ] {
+        let deployment = serde_json::json!([{
+            "kind": "Deployment",
+            "metadata": {"name": "other", "namespace": "default"},
+            "spec": {"template": {"component": component}},
+        }]);
+        let response = http
+            .post(format!("http://{}/api/v1/apply", cluster.api))
+            .bearer_auth(cluster.admin_token())
+            .json(&deployment)
+            .send()
+            .await
+            .expect("apply");
+        assert_eq!(response.status().as_u16(), 422);
+        let body = response.text().await.expect("body");
+        assert!(
+            body.contains(says) && body.contains("spec.template.component"),
+            "{body}"
+        );
+    }
+    assert_eq!(template_component(&cluster, "other"), None);
 }

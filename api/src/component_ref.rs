@@ -211,19 +211,9 @@ impl ComponentRef {
                 .is_ok_and(|ip| ip.is_loopback())
     }
 
-    pub(crate) fn client_reference(&self) -> oci_client::Reference {
-        match (&self.digest, &self.tag) {
-            (Some(digest), _) => oci_client::Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                digest.clone(),
-            ),
-            (None, tag) => oci_client::Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag.clone().unwrap_or_else(|| "latest".to_string()),
-            ),
-        }
+    /// `host:port` (or `host`) as an operator names it in an allow-list.
+    pub fn registry_matches(&self, allowed: &str) -> bool {
+        self.registry.eq_ignore_ascii_case(allowed)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod autoscale;
 pub mod client;
+pub mod component_ref;
 pub mod config;
 pub mod events;
 pub mod identity;

@@ -56,6 +56,8 @@ pub struct MemberConfig {
     pub controllers: crate::controllers::ControllerConfig,
     /// Serve HTTPS even on loopback (beyond loopback a member always does).
     pub tls: bool,
+    /// OCI registries whose components specs may name.
+    pub oci_registries: Vec<String>,
 }
 
 /// Raft's timers (see [`StoreConfig::heartbeat`] and
@@ -284,7 +286,7 @@ impl Member {
                     .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
             );
         }
-        let registry = Registry::new(store.clone());
+        let registry = Registry::new(store.clone()).allow_oci_registries(config.oci_registries);
         let board = crate::autoscaler::board::LoadBoard::default();
         let router = apiserver::router(registry.clone(), config.api, board.clone());
         let service = hyper_util::service::TowerToHyperService::new(router);

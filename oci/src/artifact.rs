@@ -161,7 +161,7 @@ pub fn component_layer(manifest: &[u8], max_size: u64) -> Result<Descriptor, Art
             layer.media_type
         )));
     }
-    if !crate::reference::valid_digest(&layer.digest) {
+    if !reef_api::component_ref::valid_digest(&layer.digest) {
         return Err(ArtifactError::Layout(format!(
             "its layer digest {:?} is not sha256",
             layer.digest

@@ -2,8 +2,7 @@
 //! layout, and a registry client that pushes, resolves and pulls them.
 
 pub mod artifact;
-pub mod reference;
 pub mod registry;
 
-pub use reference::ComponentRef;
+pub use reef_api::component_ref::{self as reference, ComponentRef};
 pub use registry::{Access, Credentials, OciError, Pulled};

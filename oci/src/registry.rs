@@ -3,11 +3,11 @@
 //! bytes received; a registry is not trusted to say what it sent.
 
 use crate::artifact::{self, component_layer, sha256_digest, ArtifactError, Descriptor};
-use crate::reference::ComponentRef;
 use futures::TryStreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
+use reef_api::component_ref::ComponentRef;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,20 @@ fn not_found(reference: &str, source: oci_client::errors::OciDistributionError) 
     }
 }
 
+fn client_reference(reference: &ComponentRef) -> oci_client::Reference {
+    let (registry, repository) = (reference.registry.clone(), reference.repository.clone());
+    match (&reference.digest, &reference.tag) {
+        (Some(digest), _) => {
+            oci_client::Reference::with_digest(registry, repository, digest.clone())
+        }
+        (None, tag) => oci_client::Reference::with_tag(
+            registry,
+            repository,
+            tag.clone().unwrap_or_else(|| "latest".to_string()),
+        ),
+    }
+}
+
 /// Where `docker login` keeps credentials: `$DOCKER_CONFIG/config.json`,
 /// else `~/.docker/config.json`.
 fn docker_config() -> Option<std::path::PathBuf> {
@@ -171,7 +185,7 @@ impl Access {
             source,
         })?;
         let client = self.client(reference);
-        let target = reference.client_reference();
+        let target = client_reference(reference);
         let registry_error = |source| OciError::Registry {
             reference: named.clone(),
             source,
@@ -220,7 +234,7 @@ impl Access {
         let named = reference.to_string();
         let (manifest, _) = client
             .pull_manifest_raw(
-                &reference.client_reference(),
+                &client_reference(reference),
                 &self.auth(reference)?,
                 &[artifact::MANIFEST_MEDIA_TYPE],
             )
@@ -249,7 +263,7 @@ impl Access {
         let (pinned, layer) = self.resolve_with(&client, reference, max_size).await?;
         let named = pinned.to_string();
         let mut stream = client
-            .pull_blob_stream(&pinned.client_reference(), layer.digest.as_str())
+            .pull_blob_stream(&client_reference(&pinned), layer.digest.as_str())
             .await
             .map_err(|source| OciError::Registry {
                 reference: named.clone(),

@@ -389,6 +389,11 @@ impl Builder<'_> {
             self.rule(component.span(), validate::digest(value));
             return value.clone();
         }
+        // In a registry: `reef apply` pins a tag to its digest before applying.
+        if value.starts_with(crate::component_ref::SCHEME) {
+            self.rule(component.span(), validate::component(value));
+            return value.clone();
+        }
         let path = self.base.join(value);
         match std::fs::read(&path) {
             Ok(bytes) => {

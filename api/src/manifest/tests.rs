@@ -111,3 +111,18 @@ fn bad_name_and_bad_enum() {
     assert_eq!(e.0[0].line, 4, "{e}");
     assert!(e.to_string().contains("http"), "{e}");
 }
+
+#[test]
+fn a_registry_component_is_kept_as_written_and_a_bad_one_is_located() {
+    let (_dir, path) = dir_with_component();
+    let good = "[[deployment]]\nname = \"a\"\ncomponent = \"oci://127.0.0.1:5000/hello:v1\"\n";
+    let m = parse(&path, good, "default").expect("valid");
+    assert!(m.components.is_empty(), "nothing to upload");
+    let d: Deployment = m.objects[0].typed().expect("typed");
+    assert_eq!(d.spec.template.component, "oci://127.0.0.1:5000/hello:v1");
+
+    let e = parse_err("[[deployment]]\nname = \"a\"\ncomponent = \"oci://127.0.0.1:5000/Hello\"\n");
+    let err = &e.0[0];
+    assert_eq!((err.line, err.column), (3, 13), "{e}");
+    assert!(err.message.contains("lowercase"), "{e}");
+}

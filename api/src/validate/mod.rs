@@ -83,6 +83,19 @@ pub fn digest(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What a spec's `component` may be: a digest of uploaded bytes, or a
+/// component in an OCI registry (the server takes it only pinned to a
+/// digest: `reef apply` resolves a tag first).
+pub fn component(value: &str) -> Result<(), String> {
+    if !value.starts_with(crate::component_ref::SCHEME) {
+        return digest(value);
+    }
+    value
+        .parse::<crate::component_ref::ComponentRef>()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
 /// An outbound allow-list entry: `host[:port]` or `*.suffix[:port]`.
 pub fn outbound_pattern(pattern: &str) -> Result<(), String> {
     let (host, port) = match pattern.rsplit_once(':') {

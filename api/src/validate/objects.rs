@@ -326,7 +326,7 @@ pub fn validate_status(kind: Kind, status: &Value) -> Result<(), FieldError> {
 }
 
 fn pod_spec(path: &str, spec: &PodSpec) -> Result<(), FieldError> {
-    check(format!("{path}.component"), digest(&spec.component))?;
+    check(format!("{path}.component"), component(&spec.component))?;
     if spec.env.len() > MAX_ENV {
         return Err(FieldError::new(
             format!("{path}.env"),

@@ -4,8 +4,8 @@
 
 use super::deployment;
 use crate::reconcile::Retries;
-use crate::registry::{key, Precondition, Registry};
-use crate::store::{Op, Store, StoreConfig, Txn};
+use crate::registry::{key, Precondition};
+use crate::store::{Op, Txn};
 use reef_api::{Kind, RawObject};
 use serde_json::json;
 
@@ -23,15 +23,8 @@ fn deployment_object(name: &str, labels: serde_json::Value) -> RawObject {
 #[tokio::test]
 async fn a_broken_deployment_does_not_stop_the_others() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(StoreConfig::new(
-        1,
-        dir.path().join("m1"),
-        "127.0.0.1:9",
-        "s",
-    ))
-    .await?;
-    store.initialize_single().await?;
-    let registry = Registry::new(store.clone());
+    let registry = crate::registry::single_member(dir.path()).await?;
+    let store = registry.store().clone();
 
     // Admission refuses it now...
     let labels: serde_json::Map<String, serde_json::Value> =

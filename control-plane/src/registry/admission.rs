@@ -126,6 +126,40 @@ impl Registry {
         Ok(effects)
     }
 
+    /// A component in an OCI registry: pinned to a digest, in a registry the
+    /// operator allowed (`--oci-registry`), since the nodes will fetch it.
+    fn admit_oci_component(&self, value: &str, path: &str) -> Result<()> {
+        let field = format!("spec{}", path.replace('/', "."));
+        let reference: reef_api::component_ref::ComponentRef =
+            value
+                .parse()
+                .map_err(|e: reef_api::component_ref::BadReference| {
+                    invalid(field.clone(), e.to_string())
+                })?;
+        if reference.digest.is_none() {
+            return Err(invalid(
+                field,
+                format!(
+                    "{value} names a tag; a spec pins a digest (oci://HOST/REPO@sha256:HEX), which `reef apply` resolves"
+                ),
+            ));
+        }
+        if !self
+            .oci_registries
+            .iter()
+            .any(|allowed| reference.registry_matches(allowed))
+        {
+            return Err(invalid(
+                field,
+                format!(
+                    "registry {} is not one this cluster pulls from (the operator allows registries with --oci-registry)",
+                    reference.registry
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn admit_one(
         &self,
         obj: &RawObject,
@@ -173,7 +207,11 @@ impl Registry {
             let unchanged = current.is_some_and(|c| {
                 component(&c.spec, path).is_some_and(|(before, _)| before == digest)
             });
-            if namespace != DEFAULT_NAMESPACE && !unchanged {
+            if digest.starts_with(reef_api::component_ref::SCHEME) {
+                if !unchanged {
+                    self.admit_oci_component(&digest, path)?;
+                }
+            } else if namespace != DEFAULT_NAMESPACE && !unchanged {
                 let claim = blob_claim_key(namespace, &digest);
                 if self.store.get(&claim)?.is_none() {
                     let field = format!("spec{}", path.replace('/', "."));

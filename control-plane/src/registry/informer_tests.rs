@@ -3,7 +3,7 @@
 //! an object that does not decode.
 
 use super::{key, Precondition, Registry};
-use crate::store::{Op, Store, StoreConfig, Txn};
+use crate::store::{Op, Txn};
 use reef_api::{Kind, RawObject, Service, ServiceSpec, ServiceStatus};
 use serde_json::json;
 use std::sync::Arc;
@@ -18,9 +18,7 @@ fn service(name: &str, path: &str) -> RawObject {
 }
 
 async fn registry(dir: &std::path::Path) -> anyhow::Result<Registry> {
-    let store = Store::open(StoreConfig::new(1, dir.join("m1"), "127.0.0.1:9", "s")).await?;
-    store.initialize_single().await?;
-    Ok(Registry::new(store))
+    super::single_member(dir).await
 }
 
 /// The cached list beside a scan of the store, both by value.

@@ -13,6 +13,15 @@ mod error;
 mod informer;
 #[cfg(test)]
 mod informer_tests;
+
+/// A registry on a real single-member store in `dir`, for tests of the loops.
+#[cfg(test)]
+pub(crate) async fn single_member(dir: &std::path::Path) -> anyhow::Result<Registry> {
+    use crate::store::{Store, StoreConfig};
+    let store = Store::open(StoreConfig::new(1, dir.join("m1"), "127.0.0.1:9", "s")).await?;
+    store.initialize_single().await?;
+    Ok(Registry::new(store))
+}
 mod watch;
 
 pub use admission::blob_claim_key;
@@ -101,6 +110,9 @@ pub fn new_uid() -> String {
 pub struct Registry {
     store: Arc<Store>,
     informers: Arc<informer::Informers>,
+    /// OCI registries (`host[:port]`) whose components specs may name; the
+    /// nodes fetch from them, so a tenant must not point them anywhere else.
+    oci_registries: Arc<Vec<String>>,
 }
 
 impl Registry {
@@ -108,7 +120,14 @@ impl Registry {
         Registry {
             store,
             informers: Arc::default(),
+            oci_registries: Arc::default(),
         }
+    }
+
+    /// Allows specs to name components in these OCI registries (none by default).
+    pub fn allow_oci_registries(mut self, registries: Vec<String>) -> Registry {
+        self.oci_registries = Arc::new(registries);
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {

@@ -2,7 +2,6 @@
 
 use super::{Scheduler, WRITES_IN_FLIGHT};
 use crate::registry::{Precondition, Registry};
-use crate::store::{Store, StoreConfig};
 use reef_api::{Kind, Pod, RawObject};
 use serde_json::json;
 use std::sync::Arc;
@@ -38,15 +37,7 @@ fn placements(registry: &Registry) -> anyhow::Result<Vec<(String, Option<String>
 #[tokio::test]
 async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(StoreConfig::new(
-        1,
-        dir.path().join("m1"),
-        "127.0.0.1:9",
-        "s",
-    ))
-    .await?;
-    store.initialize_single().await?;
-    let registry = Registry::new(store.clone());
+    let registry = crate::registry::single_member(dir.path()).await?;
     // One node with room for three pods.
     let resources = json!({"cpu": "4", "memory": "8Gi", "pods": 3});
     let node = object(json!({
@@ -108,6 +99,6 @@ async fn a_pass_counts_binds_in_flight_as_placed() -> anyhow::Result<()> {
     // With the bound pods now in the store, a pass finds no room for the rest.
     scheduler.pass().await?;
     assert_eq!(scheduler.assumed.len(), 0);
-    store.shutdown().await?;
+    registry.store().shutdown().await?;
     Ok(())
 }

@@ -197,7 +197,7 @@ impl Agent {
         // stays on disk, so it comes back quickly if it is needed again).
         for digest in stopped {
             if !managed.values().any(|m| m.digest == digest) {
-                self.runtime.forget(&digest);
+                self.runtime.forget(&self.blobs.content_digest(&digest));
             }
         }
         for (key, raw) in bound {
@@ -363,11 +363,13 @@ impl Agent {
     }
 
     async fn prepare(self: &Arc<Self>, key: &str, pod: &Pod) -> Result<Prepared, StartError> {
-        let digest = &pod.spec.component;
-        let bytes =
-            self.blobs.get(digest).await.map_err(|e| {
-                StartError::Transient(format!("fetching component {digest}: {e:#}"))
-            })?;
+        let named = &pod.spec.component;
+        let (digest, bytes) = self
+            .blobs
+            .component(named)
+            .await
+            .map_err(|e| StartError::Transient(format!("fetching component {named}: {e:#}")))?;
+        let digest = &digest;
         let dir = self.scratch_dir(pod);
         let scratch =
             ScratchDir::create(dir.clone(), self.config.pod_limits.scratch).map_err(|e| {
