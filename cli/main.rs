@@ -168,6 +168,11 @@ enum Command {
         #[command(flatten)]
         registry: oci::RegistryArgs,
     },
+    /// Component images for containerd.
+    Image {
+        #[command(subcommand)]
+        command: oci::ImageCommand,
+    },
     /// Delete an object, or every object of a manifest file.
     Delete {
         kind: Option<String>,
@@ -271,6 +276,7 @@ fn main() -> ExitCode {
                 file,
                 namespace,
             } => verbs::delete(kind, name, file, namespace).await,
+            Command::Image { command } => oci::image(command),
             Command::Push {
                 file,
                 reference,

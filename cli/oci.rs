@@ -1,4 +1,5 @@
-//! `reef push` and `reef pull`: components to and from an OCI registry.
+//! `reef push` and `reef pull`: components to and from an OCI registry;
+//! `reef image pack`: a component as an image archive for containerd.
 
 use crate::{CliResult, Failure};
 use reef_api::RawObject;
@@ -123,5 +124,39 @@ pub async fn pull(reference: &str, output: &PathBuf, registry: &RegistryArgs) ->
     std::fs::write(output, &pulled.bytes)
         .map_err(|e| Failure::other(format!("error: {}: {e}", output.display())))?;
     println!("{} {}", pulled.reference, pulled.digest);
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum ImageCommand {
+    /// Write a component as an OCI image archive that `ctr image import` takes.
+    Pack {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Where to write the archive.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The image's name in containerd [default: FILE's stem, tagged latest].
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+pub fn image(command: ImageCommand) -> CliResult {
+    let ImageCommand::Pack { file, output, name } = command;
+    let bytes = std::fs::read(&file)
+        .map_err(|e| Failure::usage(format!("error: {}: {e}", file.display())))?;
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| Failure::usage(format!("error: {}: not a file name", file.display())))?;
+    let stem = file_name.strip_suffix(".wasm").unwrap_or(file_name);
+    let name = name.unwrap_or_else(|| format!("{stem}:latest"));
+    let archive = reef_oci::image::pack_image(&bytes, file_name, &name)
+        .map_err(|e| Failure::usage(format!("error: {}: {e}", file.display())))?;
+    std::fs::write(&output, &archive)
+        .map_err(|e| Failure::other(format!("error: {}: {e}", output.display())))?;
+    println!("{name}");
     Ok(())
 }

@@ -23,6 +23,12 @@ if [[ ! -x "$venv/bin/schemathesis" ]]; then
     "$venv/bin/pip" install -q "schemathesis>=4,<5"
 fi
 export REEF_REQUIRE_SCHEMATHESIS=1
+# containerd (tests/containerd.rs) runs a private instance, which needs root.
+if command -v containerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    export REEF_REQUIRE_CONTAINERD=1
+else
+    echo "*** WARNING: no containerd, or not root: the containerd tests will SKIP ***" >&2
+fi
 # prereqs.sh installed docker-registry: the OCI tests (tests/oci.rs) must run, not skip.
 export REEF_REQUIRE_REGISTRY=1
 # Figures tests measured (printed by them, hidden by cargo when they pass).
