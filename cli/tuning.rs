@@ -42,6 +42,16 @@ pub struct NodeTuning {
     /// addresses are refused otherwise (the latter two always).
     #[arg(long, env = "REEF_OUTBOUND_ALLOW", value_delimiter = ',')]
     pub(crate) outbound_allow: Vec<reef_node::runtime::Cidr>,
+    /// An OCI registry (HOST:PORT) this node pulls components from over plain
+    /// HTTP; loopback ones always are, others over HTTPS. Credentials are the
+    /// node user's `docker login` ones.
+    #[arg(
+        long = "insecure-registry",
+        env = "REEF_INSECURE_REGISTRIES",
+        value_delimiter = ',',
+        value_name = "HOST:PORT"
+    )]
+    pub(crate) insecure_registries: Vec<String>,
     /// Bytes on disk each pod's scratch directory may hold.
     #[arg(long, env = "REEF_POD_SCRATCH_SIZE", default_value = "64Mi")]
     pub(crate) pod_scratch_size: Memory,
@@ -199,6 +209,10 @@ pub fn agent_config(
     };
     Ok(AgentConfig {
         services: None,
+        registries: reef_oci::Access {
+            insecure: tuning.insecure_registries.clone(),
+            credentials: reef_oci::Credentials::DockerConfig,
+        },
         network: std::sync::Arc::new(network),
         pod_limits: reef_node::runtime::PodLimits {
             scratch: reef_node::runtime::ScratchQuota {

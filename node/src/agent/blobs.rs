@@ -22,12 +22,12 @@ pub struct BlobCache {
 }
 
 impl BlobCache {
-    pub fn new(dir: PathBuf, client: Client) -> BlobCache {
+    pub fn new(dir: PathBuf, client: Client, oci: reef_oci::Access) -> BlobCache {
         BlobCache {
             dir,
             client,
             in_flight: Mutex::new(HashMap::new()),
-            oci: reef_oci::Access::default(),
+            oci,
             max_component: 64 << 20,
             resolved: Mutex::new(HashMap::new()),
         }

@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub pod_limits: crate::runtime::PodLimits,
     /// Routes pods' calls to the cluster's Services (the node's proxy).
     pub services: Option<Arc<dyn crate::runtime::ServiceCalls>>,
+    /// How OCI registries are reached for `oci://` components.
+    pub registries: reef_oci::Access,
 }
 
 /// A pod this agent has taken on: the task running it (none for a pod that had
@@ -94,7 +96,11 @@ impl Agent {
         pods: PodTable,
         logs: NodeLogs,
     ) -> Arc<Agent> {
-        let blobs = BlobCache::new(config.data_dir.join("blobs"), client.clone());
+        let blobs = BlobCache::new(
+            config.data_dir.join("blobs"),
+            client.clone(),
+            config.registries.clone(),
+        );
         Arc::new(Agent {
             config,
             client,
