@@ -15,6 +15,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(reef: &Path) -> anyhow::Result<Cluster> {
+        Cluster::start_with(reef, &[])
+    }
+
+    /// `reef up` with extra flags.
+    pub fn start_with(reef: &Path, extra: &[&str]) -> anyhow::Result<Cluster> {
         let home = tempfile::tempdir()?;
         let data = home.path().join("data");
         let log = std::fs::File::create(home.path().join("reef-up.log"))?;
@@ -28,6 +33,7 @@ impl Cluster {
                 "--data-dir",
             ])
             .arg(&data)
+            .args(extra)
             .envs(env(home.path()))
             .env("RUST_LOG", "warn")
             .stdout(log.try_clone()?)
