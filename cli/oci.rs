@@ -15,7 +15,11 @@ pub const MAX_COMPONENT: u64 = 64 << 20;
 #[derive(clap::Args)]
 pub struct RegistryArgs {
     /// A registry (HOST:PORT) to reach over plain HTTP; loopback ones always are.
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST:PORT",
+        value_parser = crate::tuning::registry_name
+    )]
     pub insecure: Vec<String>,
     /// Log in as this user, with the password read from standard input
     /// (by default: the credentials `docker login` stored, else none).
@@ -62,6 +66,7 @@ pub fn failure(e: OciError) -> Failure {
         | OciError::NotFound { .. } => 2,
         OciError::Registry { .. }
         | OciError::DigestMismatch { .. }
+        | OciError::Unauthorized { .. }
         | OciError::Credentials { .. } => 1,
     };
     Failure {

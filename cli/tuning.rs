@@ -43,15 +43,22 @@ pub struct NodeTuning {
     #[arg(long, env = "REEF_OUTBOUND_ALLOW", value_delimiter = ',')]
     pub(crate) outbound_allow: Vec<reef_node::runtime::Cidr>,
     /// An OCI registry (HOST:PORT) this node pulls components from over plain
-    /// HTTP; loopback ones always are, others over HTTPS. Credentials are the
-    /// node user's `docker login` ones.
+    /// HTTP; loopback ones always are, others over HTTPS.
     #[arg(
         long = "insecure-registry",
         env = "REEF_INSECURE_REGISTRIES",
         value_delimiter = ',',
-        value_name = "HOST:PORT"
+        value_name = "HOST:PORT",
+        value_parser = registry_name
     )]
     pub(crate) insecure_registries: Vec<String>,
+    /// Whose credentials this node pulls `oci://` components with: none
+    /// (anonymous), or docker-config (what `docker login` stored for the
+    /// node's user). Anonymous by default, because a spec may name any
+    /// repository of an allowed registry: with docker-config, every namespace
+    /// may run whatever those credentials can read.
+    #[arg(long, env = "REEF_REGISTRY_CREDENTIALS", default_value = "none")]
+    pub(crate) registry_credentials: RegistryCredentials,
     /// Bytes on disk each pod's scratch directory may hold.
     #[arg(long, env = "REEF_POD_SCRATCH_SIZE", default_value = "64Mi")]
     pub(crate) pod_scratch_size: Memory,
@@ -111,7 +118,8 @@ pub struct ControlPlaneTuning {
         long = "oci-registry",
         env = "REEF_OCI_REGISTRIES",
         value_delimiter = ',',
-        value_name = "HOST[:PORT]"
+        value_name = "HOST[:PORT]",
+        value_parser = registry_name
     )]
     pub(crate) oci_registries: Vec<String>,
     /// Largest component upload accepted, in bytes.
@@ -211,7 +219,10 @@ pub fn agent_config(
         services: None,
         registries: reef_oci::Access {
             insecure: tuning.insecure_registries.clone(),
-            credentials: reef_oci::Credentials::DockerConfig,
+            credentials: match tuning.registry_credentials {
+                RegistryCredentials::None => reef_oci::Credentials::Anonymous,
+                RegistryCredentials::DockerConfig => reef_oci::Credentials::DockerConfig,
+            },
         },
         network: std::sync::Arc::new(network),
         pod_limits: reef_node::runtime::PodLimits {
@@ -237,4 +248,22 @@ pub fn agent_config(
             max: tuning.backoff_max.0.max(tuning.backoff_base.0),
         },
     })
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum RegistryCredentials {
+    None,
+    DockerConfig,
+}
+
+/// A registry as `--oci-registry` and `--insecure-registry` name it,
+/// lowercased: `HOST`, `HOST:PORT` or `[V6]:PORT`.
+pub(crate) fn registry_name(text: &str) -> Result<String, String> {
+    if reef_api::component_ref::valid_registry(text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a registry: expected HOST, HOST:PORT or [IPV6]:PORT"
+        ))
+    }
 }

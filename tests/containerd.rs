@@ -20,6 +20,14 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Shims outlive their containerd; this one's name its socket.
+        let _ = Command::new("pkill")
+            .args([
+                "-KILL",
+                "-f",
+                &format!("containerd-shim-reef-v1 .*{}", self.socket.display()),
+            ])
+            .status();
         // Unpacked snapshots may still be mounted under the root.
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
         let root = self.dir.path().to_string_lossy().to_string();
@@ -72,9 +80,17 @@ async fn containerd() -> Option<Containerd> {
     )
     .expect("write config");
     let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
+    // containerd finds `containerd-shim-reef-v1` on its PATH, beside `reef`.
+    let path = format!(
+        "{}:{}",
+        shim_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let child = Command::new("containerd")
         .arg("--config")
         .arg(&config)
+        .env("PATH", path)
+        .env("REEF_SHIM_CACHE", dir.path().join("shim-cache"))
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -93,6 +109,17 @@ async fn containerd() -> Option<Containerd> {
     }
 }
 
+/// Where the build put `containerd-shim-reef-v1`: beside `reef`.
+fn shim_dir() -> PathBuf {
+    let dir = Path::new(REEF).parent().expect("bin dir").to_path_buf();
+    assert!(
+        dir.join("containerd-shim-reef-v1").exists(),
+        "no containerd-shim-reef-v1 in {}: build the workspace (cargo build --workspace --bins)",
+        dir.display()
+    );
+    dir
+}
+
 impl Containerd {
     fn ctr(&self, args: &[&str]) -> Output {
         Command::new("ctr")
@@ -103,6 +130,13 @@ impl Containerd {
             .stdin(Stdio::null())
             .output()
             .expect("run ctr")
+    }
+
+    fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
     fn ctr_ok(&self, args: &[&str]) -> String {
@@ -182,4 +216,155 @@ async fn a_packed_component_imports_and_unpacks_in_containerd() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a WebAssembly component"));
     assert!(!dir.path().join("bad.tar").exists());
+}
+
+/// Imports `NAME.wasm` packed as `docker.io/reef/NAME:v1`.
+fn import(containerd: &Containerd, dir: &Path, name: &str) -> String {
+    let image = format!("docker.io/reef/{name}:v1");
+    let archive = dir.join(format!("{name}.tar"));
+    let wasm = example(name).with_file_name(format!("{name}.wasm"));
+    let out = pack(&wasm, &archive, Some(&image));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    containerd.ctr_ok(&["image", "import", archive.to_str().expect("path")]);
+    image
+}
+
+const RUNTIME: &str = "io.containerd.reef.v1";
+
+/// `ctr task ls`'s status of one task (RUNNING, STOPPED, ...).
+fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
+    let tasks = containerd.ctr_ok(&["task", "ls"]);
+    tasks
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(id))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+}
+
+async fn until_task(containerd: &Containerd, id: &str, wanted: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = task_status(containerd, id);
+        if status.as_deref() == Some(wanted) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} is {status:?}, not {wanted}, after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ctr_runs_components_through_the_reef_shim() {
+    let Some(containerd) = containerd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ticker = import(&containerd, dir.path(), "ticker");
+    let crashy = import(&containerd, dir.path(), "crashy");
+    let hello = import(&containerd, dir.path(), "hello");
+
+    // A command runs to its end; its output reaches ctr's stdout.
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        "TICKS=3",
+        "--env",
+        "INTERVAL_MS=10",
+        &ticker,
+        "ticks",
+        "/ticker.wasm",
+        "shim-ticker",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ctr run: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        containerd.log_tail()
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "shim-ticker: tick 1",
+            "shim-ticker: tick 2",
+            "shim-ticker: tick 3"
+        ],
+        "{stdout}"
+    );
+
+    // A trapping component exits non-zero, and says why on stderr.
+    let out = containerd.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        "CRASH_AFTER_MS=0",
+        &crashy,
+        "crash",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("giving up") && stderr.contains("trapped"),
+        "{stderr}"
+    );
+
+    // A command that would run forever stops when killed.
+    containerd.ctr_ok(&["run", "-d", "--runtime", RUNTIME, &ticker, "forever"]);
+    until_task(&containerd, "forever", "RUNNING").await;
+    containerd.ctr_ok(&["task", "kill", "forever"]);
+    until_task(&containerd, "forever", "STOPPED").await;
+    containerd.ctr_ok(&["task", "delete", "forever"]);
+    containerd.ctr_ok(&["container", "delete", "forever"]);
+
+    // An http component serves on the port its environment names, until killed.
+    let port = common::control_plane::free_port();
+    containerd.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        &format!("REEF_LISTEN=127.0.0.1:{port}"),
+        "--env",
+        "GREETING=Hello",
+        &hello,
+        "web",
+    ]);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let answer = http
+            .get(format!("http://127.0.0.1:{port}/world"))
+            .send()
+            .await;
+        if let Ok(response) = answer {
+            assert_eq!(response.status().as_u16(), 200);
+            break response.text().await.expect("body");
+        }
+        assert!(Instant::now() < deadline, "hello did not answer in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(body.contains("Hello from reef"), "{body}");
+    containerd.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "web"]);
+    until_task(&containerd, "web", "STOPPED").await;
+    assert!(
+        http.get(format!("http://127.0.0.1:{port}/world"))
+            .send()
+            .await
+            .is_err(),
+        "a killed task still answers"
+    );
+    containerd.ctr_ok(&["task", "delete", "web"]);
+    containerd.ctr_ok(&["container", "delete", "web"]);
 }

@@ -30,6 +30,19 @@ impl Drop for Registry {
 /// Starts `docker-registry`, or says loudly why not. CI installs it
 /// (scripts/prereqs.sh) and sets REEF_REQUIRE_REGISTRY, so there it must run.
 async fn registry() -> Option<Registry> {
+    registry_with(None).await
+}
+
+/// A registry that takes pushes and pulls only from this user (htpasswd,
+/// bcrypt as distribution requires).
+async fn registry_with_login(user: &str, password: &str) -> Option<Registry> {
+    let hash = bcrypt::hash_with_result(password, 4)
+        .expect("bcrypt")
+        .format_for_version(bcrypt::Version::TwoY);
+    registry_with(Some(format!("{user}:{hash}\n"))).await
+}
+
+async fn registry_with(htpasswd: Option<String>) -> Option<Registry> {
     let found = Command::new("docker-registry")
         .arg("--version")
         .output()
@@ -48,14 +61,19 @@ async fn registry() -> Option<Registry> {
     let storage = dir.path().join("storage");
     let port = free_port();
     let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            storage.display()
-        ),
-    )
-    .expect("write config");
+    let mut yaml = format!(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        storage.display()
+    );
+    if let Some(htpasswd) = htpasswd {
+        let file = dir.path().join("htpasswd");
+        std::fs::write(&file, htpasswd).expect("write htpasswd");
+        yaml.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: reef-test\n    path: {}\n",
+            file.display()
+        ));
+    }
+    std::fs::write(&config, yaml).expect("write config");
     let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
     let child = Command::new("docker-registry")
         .arg("serve")
@@ -73,11 +91,12 @@ async fn registry() -> Option<Registry> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // 401 is an answer too: a registry that needs a login is up.
         let up = http
             .get(format!("http://127.0.0.1:{port}/v2/"))
             .send()
             .await
-            .is_ok_and(|r| r.status().is_success());
+            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 401);
         if up {
             return Some(registry);
         }
@@ -377,4 +396,134 @@ async fn a_manifest_naming_a_registry_component_deploys_it_pinned() {
         );
     }
     assert_eq!(template_component(&cluster, "other"), None);
+}
+
+/// `{"auths": {REGISTRY: {"auth": base64(user:password)}}}` in `dir/config.json`,
+/// as `docker login` writes it.
+fn docker_login(dir: &Path, registry: &str, user: &str, password: &str) {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let config = serde_json::json!({"auths": {registry: {"auth": auth}}});
+    std::fs::create_dir_all(dir).expect("docker config dir");
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("docker config");
+}
+
+/// The `last_error` of a pod of this deployment, once one reports it.
+async fn pod_error(cluster: &Cluster, deployment: &str) -> String {
+    common::eventually(
+        "a pod to report why it cannot start",
+        Duration::from_secs(60),
+        || {
+            let pods = cluster.get_json("pods");
+            let error = pods["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .filter(|p| p["metadata"]["labels"]["app"] == deployment)
+                    .find_map(|p| p["status"]["last_error"].as_str().map(str::to_string))
+            });
+            async move { error }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_registry_that_needs_a_login_takes_credentials_and_nodes_pull_anonymously_unless_told() {
+    let (user, password) = ("reef", "s3cret-pass");
+    let Some(registry) = registry_with_login(user, password).await else {
+        return;
+    };
+    let base = format!("127.0.0.1:{}", registry.port);
+    let hello = wasm("hello");
+    let hello = hello.to_str().expect("path");
+    let tag = format!("oci://{base}/private/hello:v1");
+
+    // Without credentials the registry refuses, and reef says so.
+    failed(&reef(&["push", hello, &tag]), 1, "refused access");
+    // --username reads the password from stdin.
+    let mut push = Command::new(REEF)
+        .args(["push", hello, &tag, "--username", user])
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run reef push");
+    {
+        use std::io::Write;
+        let mut stdin = push.stdin.take().expect("stdin");
+        writeln!(stdin, "{password}").expect("write password");
+    }
+    let pinned = ok(&push.wait_with_output().expect("reef push"));
+    assert!(
+        pinned.starts_with(&format!("oci://{base}/private/hello@sha256:")),
+        "{pinned}"
+    );
+    // Pulls: refused anonymously, taken with what `docker login` stored.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, path) = pull_to(&pinned, dir.path(), "anonymous.wasm");
+    failed(&out, 1, "refused access");
+    assert!(!path.exists());
+    let logged_in = dir.path().join("docker");
+    docker_login(&logged_in, &base, user, "wrong");
+    let out = reef_with_docker_config(&["pull", &pinned, "-o", "/dev/null"], &logged_in);
+    failed(&out, 1, "refused access");
+    docker_login(&logged_in, &base, user, password);
+    let target = dir.path().join("pulled.wasm");
+    let target = target.to_str().expect("path");
+    ok(&reef_with_docker_config(
+        &["pull", &pinned, "-o", target],
+        &logged_in,
+    ));
+    assert_eq!(
+        std::fs::read(target).expect("pulled"),
+        std::fs::read(hello).expect("hello")
+    );
+
+    // A node holds a login for the registry, but pulls anonymously unless its
+    // operator says otherwise: a spec may name any repository there, so the
+    // node's credentials would be every tenant's.
+    let (_app_dir, app) = manifest_dir(&hello_manifest(&tag, "hello"));
+    for (flags, serves) in [
+        (vec!["--oci-registry", &base], false),
+        (
+            vec![
+                "--oci-registry",
+                &base,
+                "--registry-credentials",
+                "docker-config",
+            ],
+            true,
+        ),
+    ] {
+        let cluster = Cluster::start_with(&flags).await;
+        // The CLI (which resolves the tag) and the node share this home.
+        docker_login(&cluster.home.path().join(".docker"), &base, user, password);
+        let out = cluster.reef_ok(&["apply", "-f", path_str(&app)]);
+        assert!(out.contains("deployment/hello created"), "{out}");
+        if serves {
+            let body = cluster
+                .until_status("hello.local", "/world", 200, Duration::from_secs(60))
+                .await;
+            assert!(body.contains("Hello from reef"), "{body}");
+        } else {
+            let error = pod_error(&cluster, "hello").await;
+            assert!(error.contains("refused access"), "{error}");
+            let answer = cluster.request("hello.local", "/world").await;
+            assert!(
+                answer.as_ref().is_none_or(|(status, _)| *status != 200),
+                "{answer:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn registry_flags_take_one_spelling_of_a_registry() {
+    for bad in ["h:+80", "h:080", "h:0", "h_x:80", "h:80/x"] {
+        let out = reef(&["node", "--insecure-registry", bad]);
+        failed(&out, 2, "is not a registry");
+        let out = reef(&["control-plane", "--oci-registry", bad]);
+        failed(&out, 2, "is not a registry");
+    }
 }

@@ -28,8 +28,18 @@ pub struct BadReference {
 /// The longest reference taken; registries cap names far below this.
 const MAX_REFERENCE: usize = 512;
 
-fn valid_host(host: &str) -> bool {
-    let port_ok = |port: Option<&str>| port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+/// `HOST`, `HOST:PORT`, `[V6]` or `[V6]:PORT`, with a port written the one
+/// way (digits only, no sign or leading zero), so that one registry has one
+/// spelling in specs, caches and allow-lists.
+pub fn valid_registry(host: &str) -> bool {
+    let port_ok = |port: Option<&str>| {
+        port.is_none_or(|p| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && !p.starts_with('0')
+                && p.parse::<u16>().is_ok()
+        })
+    };
     if let Some(rest) = host.strip_prefix('[') {
         let Some((inner, after)) = rest.split_once(']') else {
             return false;
@@ -124,7 +134,7 @@ impl FromStr for ComponentRef {
         let (registry, path) = rest
             .split_once('/')
             .ok_or_else(|| bad("no repository after the registry"))?;
-        if !valid_host(registry) {
+        if !valid_registry(registry) {
             return Err(bad("the registry is not HOST or HOST:PORT"));
         }
         let (path, digest) = match path.split_once('@') {
@@ -159,7 +169,8 @@ impl FromStr for ComponentRef {
             return Err(bad("it names neither a tag nor a digest"));
         }
         Ok(ComponentRef {
-            registry: registry.to_string(),
+            // Host names are case-insensitive: one spelling, for caches and allow-lists.
+            registry: registry.to_ascii_lowercase(),
             repository: repository.to_string(),
             tag,
             digest,
@@ -250,6 +261,11 @@ mod tests {
             .expect("valid");
         assert_eq!(v6.host(), "[::1]");
         assert!(v6.is_loopback());
+        let upper: ComponentRef = "oci://Registry.Example.COM:5000/x:1"
+            .parse()
+            .expect("valid");
+        assert_eq!(upper.registry, "registry.example.com:5000");
+        assert!(upper.registry_matches("REGISTRY.example.com:5000"));
         let remote: ComponentRef = "oci://ghcr.io/x:1".parse().expect("valid");
         assert!(!remote.is_loopback());
     }
@@ -270,6 +286,10 @@ mod tests {
             ("oci://h:99999/x:1", "HOST:PORT"),
             ("oci://h_x/y:1", "HOST:PORT"),
             ("oci:///x:1", "HOST:PORT"),
+            ("oci://h:+80/x:1", "HOST:PORT"),
+            ("oci://h:080/x:1", "HOST:PORT"),
+            ("oci://h:0/x:1", "HOST:PORT"),
+            ("oci://h:/x:1", "HOST:PORT"),
         ] {
             let err = text.parse::<ComponentRef>().expect_err(text);
             assert!(err.to_string().contains(says), "{text}: {err}");

@@ -49,3 +49,27 @@ pub const MAX_EVENT_TEXT: usize = 4096;
 pub const MAX_STATUS_TEXT: usize = 4096;
 /// Endpoints in one service's status.
 pub const MAX_ENDPOINTS: usize = 100_000;
+
+/// `text` cut to at most `max` characters, marked with `…` where it was cut:
+/// for messages built from what other servers said, which can be any size.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text[end..].chars().nth(1).is_some() => format!("{}…", &text[..end]),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod clip_tests {
+    use super::clip;
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "ab…");
+        assert_eq!(clip("ééééé", 4), "ééé…");
+        assert_eq!(clip("ééé", 4), "ééé");
+        assert_eq!(clip("", 4), "");
+        assert_eq!(clip(&"x".repeat(10_000), 512).chars().count(), 512);
+    }
+}

@@ -4,6 +4,7 @@
 //! ```text
 //! reef-bench apply-latency [--reef PATH] [--runs 10]
 //! reef-bench pull-start [--reef PATH] [--runs 10]
+//! reef-bench shim-start [--reef PATH] [--runs 1000] [--connections C]   (root, containerd, runc, gcc)
 //! reef-bench proxy [--reef PATH] [--seconds 10] [--connections 32] [--rounds 3]
 //! reef-bench replicated-writes [--reef PATH] [--seconds 10] [--leader-only] [--clients 1,16]   (needs etcd: apt-get install etcd-server)
 //! reef-bench failover [--reef PATH] [--runs 10]
@@ -27,6 +28,7 @@ mod replicated;
 mod schedule;
 mod security_cost;
 mod serverless;
+mod shim_start;
 mod timeline;
 mod watch_fanout;
 mod wrk;
@@ -400,6 +402,7 @@ async fn main() -> anyhow::Result<()> {
         "density" => node::density(&args.reef, &args.steps, &args.command_steps).await,
         "cold-start" => node::cold_start(&args.reef, args.runs.unwrap_or(10)).await,
         "pull-start" => pull_start::pull_start(&args.reef, args.runs.unwrap_or(10).max(2)).await,
+        "shim-start" => shim_start::run(&args.reef, args.runs.unwrap_or(1000).max(1), args.connections.max(1) as usize),
         "serverless" => {
             serverless::run(serverless::Options {
                 reef: &args.reef,
@@ -411,6 +414,6 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|watch-fanout|schedule|density|cold-start|pull-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
+        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|watch-fanout|schedule|density|cold-start|pull-start|shim-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
     }
 }

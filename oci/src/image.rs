@@ -16,9 +16,18 @@ pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Appends one regular file; fixed owner, mode and time, so the same
 /// component always packs to the same bytes (and digests).
 fn append(tar: &mut tar::Builder<Vec<u8>>, path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    append_mode(tar, path, bytes, 0o644)
+}
+
+fn append_mode(
+    tar: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(bytes.len() as u64);
-    header.set_mode(0o644);
+    header.set_mode(mode);
     header.set_uid(0);
     header.set_gid(0);
     header.set_mtime(0);
@@ -34,15 +43,35 @@ fn blob(digest: &str) -> String {
 /// layer and as its entrypoint, named `image_name` for containerd.
 pub fn pack_image(component: &[u8], file_name: &str, image_name: &str) -> std::io::Result<Vec<u8>> {
     crate::artifact::interfaces(component).map_err(std::io::Error::other)?;
+    pack_one_file(component, file_name, image_name, ("wasip2", "wasm"), 0o644)
+}
+
+/// A static Linux executable as an image the same way, for `runc` to run
+/// beside the shim in benchmarks.
+pub fn pack_native_image(
+    binary: &[u8],
+    file_name: &str,
+    image_name: &str,
+) -> std::io::Result<Vec<u8>> {
+    pack_one_file(binary, file_name, image_name, ("linux", "amd64"), 0o755)
+}
+
+fn pack_one_file(
+    bytes: &[u8],
+    file_name: &str,
+    image_name: &str,
+    (os, architecture): (&str, &str),
+    mode: u32,
+) -> std::io::Result<Vec<u8>> {
     let mut layer = tar::Builder::new(Vec::new());
-    append(&mut layer, file_name, component)?;
+    append_mode(&mut layer, file_name, bytes, mode)?;
     let layer = layer.into_inner()?;
     let layer_digest = sha256_digest(&layer);
     // The platform is in the config only: an index entry with a wasm platform
     // is filtered out by `ctr image import` on a linux host.
     let config = serde_json::to_vec(&json!({
-        "architecture": "wasm",
-        "os": "wasip2",
+        "architecture": architecture,
+        "os": os,
         "config": {"Entrypoint": [format!("/{file_name}")]},
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     }))?;

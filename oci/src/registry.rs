@@ -34,8 +34,20 @@ pub enum OciError {
     NotFound { reference: String },
     #[error("{reference}: pushing needs a tag (oci://HOST/REPO:TAG)")]
     NoTag { reference: String },
+    #[error(
+        "{reference}: the registry refused access (log in with `docker login`, or pass --username)"
+    )]
+    Unauthorized { reference: String },
     #[error("credentials for {registry}: {message}")]
     Credentials { registry: String, message: String },
+}
+
+impl OciError {
+    /// What a pinned reference's content is cannot change, so a component
+    /// refused for it is refused for good; the rest may pass on a later try.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, OciError::Artifact { .. } | OciError::TooLarge { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, OciError>;
@@ -72,10 +84,24 @@ pub struct Pulled {
     pub digest: String,
 }
 
-/// A registry's "no such manifest" (or repository) is the caller's mistake,
-/// not a failure of the registry.
-fn not_found(reference: &str, source: oci_client::errors::OciDistributionError) -> OciError {
+/// A registry's "no such manifest" (or repository) and "not for you" are
+/// the caller's to fix, and said so; not failures of the registry.
+fn classify(reference: &str, source: oci_client::errors::OciDistributionError) -> OciError {
     use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
+    let refused = match &source {
+        E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
+        E::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, Code::Unauthorized | Code::Denied)),
+        E::ServerError { code, .. } => matches!(*code, 401 | 403),
+        _ => false,
+    };
+    if refused {
+        return OciError::Unauthorized {
+            reference: reference.to_string(),
+        };
+    }
     let missing = match &source {
         E::ImageManifestNotFoundError(_) => true,
         E::RegistryError { envelope, .. } => envelope
@@ -186,10 +212,7 @@ impl Access {
         })?;
         let client = self.client(reference);
         let target = client_reference(reference);
-        let registry_error = |source| OciError::Registry {
-            reference: named.clone(),
-            source,
-        };
+        let registry_error = |source| classify(&named, source);
         client
             .store_auth_if_needed(&reference.registry, &self.auth(reference)?)
             .await;
@@ -239,7 +262,7 @@ impl Access {
                 &[artifact::MANIFEST_MEDIA_TYPE],
             )
             .await
-            .map_err(|source| not_found(&named, source))?;
+            .map_err(|source| classify(&named, source))?;
         let digest = sha256_digest(&manifest);
         if let Some(expected) = &reference.digest {
             if *expected != digest {
@@ -265,10 +288,7 @@ impl Access {
         let mut stream = client
             .pull_blob_stream(&client_reference(&pinned), layer.digest.as_str())
             .await
-            .map_err(|source| OciError::Registry {
-                reference: named.clone(),
-                source,
-            })?
+            .map_err(|source| classify(&named, source))?
             .stream;
         let mut bytes = Vec::with_capacity(layer.size.min(max_size) as usize);
         loop {

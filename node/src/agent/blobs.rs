@@ -7,6 +7,12 @@ use reef_api::{digest_of, Client};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+static TEMP_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How long one pull from a registry may take, manifest and component.
+const PULL_DEADLINE: Duration = Duration::from_secs(300);
 
 pub struct BlobCache {
     dir: PathBuf,
@@ -60,7 +66,10 @@ impl BlobCache {
 
     async fn write(&self, path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         tokio::fs::create_dir_all(&self.dir).await?;
-        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        // Unique per write: two writers of one file (a blob fetched by digest
+        // while a pull brings the same bytes) never share a temp file.
+        let n = TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{}-{n}.tmp", std::process::id()));
         tokio::fs::write(&tmp, bytes).await?;
         tokio::fs::rename(&tmp, path).await?;
         Ok(())
@@ -116,9 +125,14 @@ impl BlobCache {
         manifest: &str,
     ) -> anyhow::Result<(String, Vec<u8>)> {
         // Which layer the pinned manifest names; the manifest cannot change.
-        let index = self
-            .dir
-            .join(format!("oci-{}", manifest.trim_start_matches("sha256:")));
+        // Keyed by registry and repository too: bytes pulled from one
+        // repository are never served for a reference to another, which the
+        // node's credentials might not reach.
+        debug_assert!(reference.digest.as_deref() == Some(manifest));
+        let index = self.dir.join(format!(
+            "oci-{}",
+            digest_of(reference.to_string().as_bytes()).trim_start_matches("sha256:")
+        ));
         if let Ok(layer) = tokio::fs::read_to_string(&index).await {
             if reef_oci::reference::valid_digest(&layer) {
                 if let Some(bytes) = self.cached(&layer).await {
@@ -126,7 +140,15 @@ impl BlobCache {
                 }
             }
         }
-        let pulled = self.oci.pull(reference, self.max_component).await?;
+        let pulled =
+            tokio::time::timeout(PULL_DEADLINE, self.oci.pull(reference, self.max_component))
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "pulling {reference} took longer than {}",
+                        humantime::format_duration(PULL_DEADLINE)
+                    )
+                })??;
         self.write(&self.path(&pulled.digest), &pulled.bytes)
             .await?;
         self.write(&index, pulled.digest.as_bytes()).await?;

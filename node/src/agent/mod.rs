@@ -81,6 +81,9 @@ enum Prepared {
     Command(CommandPod),
 }
 
+/// Characters of a fetch failure kept in a pod's status and events.
+const MAX_FETCH_ERROR: usize = 1024;
+
 /// Failures worth retrying (the API or the network) versus ones that will not fix
 /// themselves (a component that does not compile).
 enum StartError {
@@ -370,11 +373,17 @@ impl Agent {
 
     async fn prepare(self: &Arc<Self>, key: &str, pod: &Pod) -> Result<Prepared, StartError> {
         let named = &pod.spec.component;
-        let (digest, bytes) = self
-            .blobs
-            .component(named)
-            .await
-            .map_err(|e| StartError::Transient(format!("fetching component {named}: {e:#}")))?;
+        let (digest, bytes) = self.blobs.component(named).await.map_err(|e| {
+            // A registry's error text can be any size; a status holds 4 KiB.
+            let message = reef_api::limits::clip(
+                &format!("fetching component {named}: {e:#}"),
+                MAX_FETCH_ERROR,
+            );
+            match e.downcast_ref::<reef_oci::OciError>() {
+                Some(e) if e.is_permanent() => StartError::Permanent(message),
+                _ => StartError::Transient(message),
+            }
+        })?;
         let digest = &digest;
         let dir = self.scratch_dir(pod);
         let scratch =
