@@ -232,7 +232,8 @@ pub async fn up(args: UpArgs) -> CliResult {
         node_addr.to_string(),
         std::slice::from_ref(&server),
         &args.node,
-    )?;
+    )
+    .await?;
     let node = daemon::start_with_listen(
         NodeConfig {
             agent,
@@ -391,7 +392,8 @@ pub async fn node(args: NodeArgs) -> CliResult {
         advertise,
         &control_plane,
         &args.tuning,
-    )?;
+    )
+    .await?;
     let logs = args.tuning.logs();
     let drain = args.tuning.drain_timeout.0;
     let node = daemon::start_with_listen(

@@ -72,6 +72,32 @@ pub struct NodeTuning {
     /// more get 503 with Retry-After.
     #[arg(long, env = "REEF_ACTIVATION_QUEUE", default_value_t = 1000)]
     pub(crate) activation_queue: u32,
+    /// The runtimes this node offers, comma-separated: wasmtime (embedded)
+    /// and containerd (pods as tasks of `containerd-shim-reef-v1`). A pod
+    /// runs by the `runtime` its spec names, on a node that offers it.
+    #[arg(
+        long = "runtime",
+        env = "REEF_RUNTIMES",
+        value_delimiter = ',',
+        default_value = "wasmtime",
+        value_parser = runtime_kind
+    )]
+    pub(crate) runtimes: Vec<reef_api::RuntimeKind>,
+    /// containerd's socket, for --runtime containerd.
+    #[arg(
+        long,
+        env = "REEF_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub(crate) containerd_socket: PathBuf,
+}
+
+fn runtime_kind(text: &str) -> Result<reef_api::RuntimeKind, String> {
+    match text {
+        "wasmtime" => Ok(reef_api::RuntimeKind::Wasmtime),
+        "containerd" => Ok(reef_api::RuntimeKind::Containerd),
+        _ => Err(format!("{text:?} is not a runtime: wasmtime or containerd")),
+    }
 }
 
 impl NodeTuning {
@@ -201,7 +227,9 @@ fn addresses_of(endpoints: &[String]) -> Vec<std::net::IpAddr> {
     ips
 }
 
-pub fn agent_config(
+/// The agent's settings; with `--runtime containerd`, after connecting to
+/// containerd (a node that cannot reach it does not start).
+pub async fn agent_config(
     name: String,
     data_dir: PathBuf,
     ingress: String,
@@ -215,8 +243,24 @@ pub fn agent_config(
         allowed: tuning.outbound_allow.clone(),
         refused: addresses_of(&own),
     };
+    let containerd = match tuning.runtimes.contains(&reef_api::RuntimeKind::Containerd) {
+        false => None,
+        true => Some(
+            reef_node::containerd::Containerd::connect(
+                &tuning.containerd_socket,
+                &name,
+                data_dir.join("containerd"),
+            )
+            .await
+            .map_err(|e| Failure::other(format!("error: --runtime containerd: {e:#}")))?,
+        ),
+    };
+    let mut runtimes = tuning.runtimes.clone();
+    runtimes.dedup();
     Ok(AgentConfig {
         services: None,
+        runtimes,
+        containerd,
         registries: reef_oci::Access {
             insecure: tuning.insecure_registries.clone(),
             credentials: match tuning.registry_credentials {

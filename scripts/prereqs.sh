@@ -2,7 +2,8 @@
 # Installs what building reef needs beyond the Rust toolchain: libclang (bindgen
 # for RocksDB's bindings), a C++ compiler (RocksDB itself) and the wasm32-wasip2
 # target (the example components), and for the tests a real OCI registry
-# (Debian's docker-registry, CNCF distribution 2.8). Idempotent; sourced by the
+# (Debian's docker-registry, CNCF distribution 2.8), and protoc for containerd's
+# gRPC bindings. Idempotent; sourced by the
 # other scripts.
 set -euo pipefail
 
@@ -10,6 +11,8 @@ need_apt=()
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+# containerd-client's generated gRPC code (the node's containerd runtime).
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 if ((${#need_apt[@]})); then
     echo "prereqs: installing ${need_apt[*]}" >&2
     sudo_cmd=""

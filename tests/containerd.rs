@@ -4,149 +4,24 @@
 
 mod common;
 
-use common::{example, REEF};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use common::containerd::PrivateContainerd;
+use common::runtimes::Runtime;
+use common::{eventually, example, example_dir, Cluster, REEF};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A containerd of this test's own, stopped (and its mounts undone) on drop.
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
+async fn containerd() -> Option<PrivateContainerd> {
+    common::runtimes::private_containerd("reef")
 }
 
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Shims outlive their containerd; this one's name its socket.
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("containerd-shim-reef-v1 .*{}", self.socket.display()),
-            ])
-            .status();
-        // Unpacked snapshots may still be mounted under the root.
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let root = self.dir.path().to_string_lossy().to_string();
-        for mount in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-            if mount.starts_with(&root) {
-                let _ = Command::new("umount").arg(mount).status();
-            }
-        }
-    }
+trait CtrOk {
+    fn ctr_ok(&self, args: &[&str]) -> String;
 }
 
-/// Starts containerd, or says loudly why it cannot here (it needs root and the
-/// binary). CI sets REEF_REQUIRE_CONTAINERD where both are there.
-async fn containerd() -> Option<Containerd> {
-    let installed = Command::new("containerd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    // Root, by the effective uid in /proc.
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !installed || !root {
-        assert!(
-            std::env::var_os("REEF_REQUIRE_CONTAINERD").is_none(),
-            "containerd (as root) is required here"
-        );
-        eprintln!("*** SKIPPED: containerd tests need the containerd binary and root ***");
-        return None;
-    }
-    // Socket paths must stay under 108 bytes: a short dir under /tmp.
-    let dir = tempfile::Builder::new()
-        .prefix("reef-ctd")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let socket = dir.path().join("c.sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{socket}\"\n",
-            root = dir.path().display(),
-            socket = socket.display()
-        ),
-    )
-    .expect("write config");
-    let log = std::fs::File::create(dir.path().join("containerd.log")).expect("log");
-    // containerd finds `containerd-shim-reef-v1` on its PATH, beside `reef`.
-    let path = format!(
-        "{}:{}",
-        shim_dir().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let child = Command::new("containerd")
-        .arg("--config")
-        .arg(&config)
-        .env("PATH", path)
-        .env("REEF_SHIM_CACHE", dir.path().join("shim-cache"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start containerd");
-    let containerd = Containerd { child, socket, dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if containerd.ctr(&["version"]).status.success() {
-            return Some(containerd);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "containerd did not answer in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Where the build put `containerd-shim-reef-v1`: beside `reef`.
-fn shim_dir() -> PathBuf {
-    let dir = Path::new(REEF).parent().expect("bin dir").to_path_buf();
-    assert!(
-        dir.join("containerd-shim-reef-v1").exists(),
-        "no containerd-shim-reef-v1 in {}: build the workspace (cargo build --workspace --bins)",
-        dir.display()
-    );
-    dir
-}
-
-impl Containerd {
-    fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "reef"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ctr")
-    }
-
-    fn log_tail(&self) -> String {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
+impl CtrOk for PrivateContainerd {
     fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        self.ctr_checked(args).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -219,7 +94,7 @@ async fn a_packed_component_imports_and_unpacks_in_containerd() {
 }
 
 /// Imports `NAME.wasm` packed as `docker.io/reef/NAME:v1`.
-fn import(containerd: &Containerd, dir: &Path, name: &str) -> String {
+fn import(containerd: &PrivateContainerd, dir: &Path, name: &str) -> String {
     let image = format!("docker.io/reef/{name}:v1");
     let archive = dir.join(format!("{name}.tar"));
     let wasm = example(name).with_file_name(format!("{name}.wasm"));
@@ -236,7 +111,7 @@ fn import(containerd: &Containerd, dir: &Path, name: &str) -> String {
 const RUNTIME: &str = "io.containerd.reef.v1";
 
 /// `ctr task ls`'s status of one task (RUNNING, STOPPED, ...).
-fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
+fn task_status(containerd: &PrivateContainerd, id: &str) -> Option<String> {
     let tasks = containerd.ctr_ok(&["task", "ls"]);
     tasks
         .lines()
@@ -244,7 +119,7 @@ fn task_status(containerd: &Containerd, id: &str) -> Option<String> {
         .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
 }
 
-async fn until_task(containerd: &Containerd, id: &str, wanted: &str) {
+async fn until_task(containerd: &PrivateContainerd, id: &str, wanted: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = task_status(containerd, id);
@@ -367,4 +242,159 @@ async fn ctr_runs_components_through_the_reef_shim() {
     );
     containerd.ctr_ok(&["task", "delete", "web"]);
     containerd.ctr_ok(&["container", "delete", "web"]);
+}
+
+/// `id → pid` of the tasks in reef's containerd namespace (`ctr tasks ls`).
+fn task_pids(containerd: &PrivateContainerd) -> std::collections::BTreeMap<String, u32> {
+    let listed = containerd
+        .ctr_checked(&["tasks", "ls"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    listed
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id = fields.next()?.to_string();
+            let pid = fields.next()?.parse().ok()?;
+            Some((id, pid))
+        })
+        .collect()
+}
+
+/// Whether the process runs (a zombie no longer does: it waits for a reaper).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_serves_and_a_killed_node_leaves_no_task_behind_embedded() {
+    hello_serves_across_a_node_kill(Runtime::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_serves_and_a_killed_node_leaves_no_task_behind_under_containerd() {
+    if let Some(runtime) = Runtime::containerd() {
+        hello_serves_across_a_node_kill(runtime).await;
+    }
+}
+
+/// hello's two replicas answer; `kill -9` of the node and a new start leave
+/// two pods and, under containerd, two tasks, none of them the old ones,
+/// whose shims are gone; a task killed under a pod is restarted; a graceful
+/// stop leaves no task at all.
+async fn hello_serves_across_a_node_kill(runtime: Runtime) {
+    const SLOW: Duration = Duration::from_secs(90);
+    let (_dir, app) = example_dir("hello", |text| runtime.manifest(&text));
+    let mut flags = runtime.flags();
+    flags.extend(["--backoff-base".to_string(), "1s".to_string()]);
+    let mut cluster = Cluster::start_with(&flags).await;
+    cluster.reef_ok(&["apply", "-f", app.to_str().expect("path")]);
+    let body = cluster.until_status("hello.local", "/", 200, SLOW).await;
+    assert!(body.contains("Hello"), "{body}");
+    let ready_pods = |cluster: &Cluster| {
+        let pods = cluster.get_json("pods");
+        let pods = pods["items"].as_array().cloned().unwrap_or_default();
+        let ready = pods.iter().filter(|p| p["status"]["ready"] == true).count();
+        (pods.len(), ready)
+    };
+    eventually("both hello pods ready", SLOW, || {
+        let counts = ready_pods(&cluster);
+        async move { (counts == (2, 2)).then_some(()) }
+    })
+    .await;
+    let wanted = match &runtime {
+        Runtime::Embedded => "wasmtime",
+        Runtime::Containerd(_) => "containerd",
+    };
+    let deployments = cluster.get_json("deployments");
+    assert_eq!(
+        deployments["items"][0]["spec"]["template"]["runtime"], wanted,
+        "{deployments}"
+    );
+    let before = match &runtime {
+        Runtime::Containerd(containerd) => task_pids(containerd),
+        Runtime::Embedded => Default::default(),
+    };
+    if let Runtime::Containerd(_) = &runtime {
+        assert_eq!(before.len(), 2, "a task per pod: {before:?}");
+    }
+
+    cluster.kill9();
+    // The shims outlive the node: what the new start must clean up.
+    assert!(before.values().all(|pid| alive(*pid)), "{before:?}");
+    cluster.launch().await;
+    let body = cluster.until_status("hello.local", "/", 200, SLOW).await;
+    assert!(body.contains("Hello"), "{body}");
+    eventually("two ready hello pods again, no more", SLOW, || {
+        let counts = ready_pods(&cluster);
+        async move { (counts == (2, 2)).then_some(()) }
+    })
+    .await;
+    if let Runtime::Containerd(containerd) = &runtime {
+        let deadline = Instant::now() + SLOW;
+        let after = loop {
+            let after = task_pids(containerd);
+            let settled = after.len() == 2
+                && after
+                    .values()
+                    .all(|pid| !before.values().any(|old| old == pid))
+                && before.values().all(|pid| !alive(*pid));
+            if settled {
+                break after;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old tasks {before:?} gone and two new ones; now {after:?}\n{}\n{}",
+                containerd.log_tail(),
+                cluster.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(after.len(), 2, "{after:?}");
+
+        // A task that dies is a crash: its pod restarts it and serves again.
+        let (_, victim) = after.iter().next().expect("a task");
+        let killed = Command::new("kill")
+            .args(["-KILL", &victim.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(killed.success());
+        let restarted = eventually("the pod of the killed task to restart", SLOW, || {
+            let pods = cluster.get_json("pods");
+            let pods = pods["items"].as_array().cloned().unwrap_or_default();
+            let restarted = pods
+                .into_iter()
+                .find(|p| p["status"]["restarts"] == 1 && p["status"]["ready"] == true);
+            async move { restarted }
+        })
+        .await;
+        assert!(restarted["status"]["last_error"].is_string(), "{restarted}");
+        eventually("two tasks again, a new one among them", SLOW, || {
+            let now = task_pids(containerd);
+            let settled = now.len() == 2 && !now.values().any(|pid| pid == victim);
+            async move { settled.then_some(()) }
+        })
+        .await;
+        let body = cluster.until_status("hello.local", "/", 200, SLOW).await;
+        assert!(body.contains("Hello"), "{body}");
+    }
+
+    let status = cluster.terminate();
+    assert!(
+        status.success(),
+        "reef up ended with {status}:\n{}",
+        cluster.log_tail()
+    );
+    assert_eq!(runtime.tasks(), Vec::<String>::new(), "tasks after a stop");
 }

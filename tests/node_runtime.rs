@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::runtimes::Runtime;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead as _, BufReader};
@@ -63,19 +64,11 @@ fn events_for(cluster: &Cluster, object: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Copies an example's app.toml (edited by `edit`) and its component into a fresh dir.
-fn example_dir(
-    name: &str,
-    edit: impl Fn(String) -> String,
-) -> (tempfile::TempDir, std::path::PathBuf) {
-    let app = example(name);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let wasm = format!("{name}.wasm");
-    std::fs::copy(app.with_file_name(&wasm), dir.path().join(&wasm)).expect("copy component");
-    let text = std::fs::read_to_string(&app).expect("read app.toml");
-    let path = dir.path().join("app.toml");
-    std::fs::write(&path, edit(text)).expect("write app.toml");
-    (dir, path)
+/// `reef up` flags: the runtime's, then `extra`.
+fn flags(runtime: &Runtime, extra: &[&str]) -> Vec<String> {
+    let mut flags = runtime.flags();
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    flags
 }
 
 /// A loopback HTTP server answering `body` after `delay`; counts connections.
@@ -411,23 +404,38 @@ async fn a_ticker_is_followed_live_and_its_scratch_dir_goes_with_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_pods_run_to_completion_with_their_exit_code() {
-    let mut cluster = Cluster::start().await;
+    command_pods_run_to_completion(Runtime::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_pods_run_to_completion_under_containerd() {
+    if let Some(runtime) = Runtime::containerd() {
+        command_pods_run_to_completion(runtime).await;
+    }
+}
+
+async fn command_pods_run_to_completion(runtime: Runtime) {
+    let mut cluster = Cluster::start_with(&flags(&runtime, &[])).await;
     let (_ticker, ticker) = example_dir("ticker", |text| {
-        text.replace(
-            "INTERVAL_MS = \"1000\"",
-            "INTERVAL_MS = \"100\", TICKS = \"3\"",
-        )
-        .replace(
-            "world = \"command\"",
-            "world = \"command\"\nrestart = \"never\"",
-        )
+        runtime
+            .manifest(&text)
+            .replace(
+                "INTERVAL_MS = \"1000\"",
+                "INTERVAL_MS = \"100\", TICKS = \"3\"",
+            )
+            .replace(
+                "world = \"command\"",
+                "world = \"command\"\nrestart = \"never\"",
+            )
     });
     let (_crashy, crashy) = example_dir("crashy", |text| {
-        text.replace(
-            "CRASH_AFTER_MS = \"3000\"",
-            "CRASH_AFTER_MS = \"100\", EXIT_CODE = \"3\"",
-        )
-        .replace("restart = \"always\"", "restart = \"never\"")
+        runtime
+            .manifest(&text)
+            .replace(
+                "CRASH_AFTER_MS = \"3000\"",
+                "CRASH_AFTER_MS = \"100\", EXIT_CODE = \"3\"",
+            )
+            .replace("restart = \"always\"", "restart = \"never\"")
     });
     cluster.reef_ok(&["apply", "-f", path_str(&ticker)]);
     cluster.reef_ok(&["apply", "-f", path_str(&crashy)]);
@@ -500,12 +508,28 @@ async fn command_pods_run_to_completion_with_their_exit_code() {
         started_before,
         "the ticker started again"
     );
+    // A finished pod holds no task.
+    assert_eq!(runtime.tasks(), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_pod_restarts_with_growing_back_off() {
-    let cluster = Cluster::start_with(&["--backoff-base", "2s", "--backoff-max", "8s"]).await;
-    let (_dir, app) = example_dir("crashy", |text| text.replace("\"3000\"", "\"300\""));
+    crashing_pod_restarts(Runtime::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_pod_restarts_with_growing_back_off_under_containerd() {
+    if let Some(runtime) = Runtime::containerd() {
+        crashing_pod_restarts(runtime).await;
+    }
+}
+
+async fn crashing_pod_restarts(runtime: Runtime) {
+    let backoff = ["--backoff-base", "2s", "--backoff-max", "8s"];
+    let cluster = Cluster::start_with(&flags(&runtime, &backoff)).await;
+    let (_dir, app) = example_dir("crashy", |text| {
+        runtime.manifest(&text).replace("\"3000\"", "\"300\"")
+    });
     cluster.reef_ok(&["apply", "-f", path_str(&app)]);
     let pod = pod_where(&cluster, "crashy", "bound", |p| {
         p["spec"]["node"] == "local"

@@ -8,100 +8,13 @@
 
 use crate::{examples_dir, median};
 use anyhow::{bail, Context};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
 
-struct Containerd {
-    child: Child,
-    socket: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new("pkill")
-            .args([
-                "-KILL",
-                "-f",
-                &format!("containerd-shim-.* {}", self.socket.display()),
-            ])
-            .status();
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let root = self.dir.path().to_string_lossy().to_string();
-        for mount in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
-            if mount.starts_with(&root) {
-                let _ = Command::new("umount").arg(mount).status();
-            }
-        }
-    }
-}
-
-impl Containerd {
-    fn start(shim_dir: &Path) -> anyhow::Result<Containerd> {
-        let dir = tempfile::Builder::new()
-            .prefix("reef-ctd")
-            .tempdir_in("/tmp")?;
-        let socket = dir.path().join("c.sock");
-        let config = dir.path().join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "version = 2\nroot = \"{root}/root\"\nstate = \"{root}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{socket}\"\n",
-                root = dir.path().display(),
-                socket = socket.display()
-            ),
-        )?;
-        let path = format!(
-            "{}:{}",
-            shim_dir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", path)
-            .env("REEF_SHIM_CACHE", dir.path().join("shim-cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("containerd")?;
-        let containerd = Containerd { child, socket, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !containerd.ctr(&["version"])?.status.success() {
-            if Instant::now() > deadline {
-                bail!("containerd did not answer in 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(containerd)
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ctr");
-        command
-            .arg("--address")
-            .arg(&self.socket)
-            .args(["--namespace", "bench"])
-            .args(args)
-            .stdin(Stdio::null());
-        command
-    }
-
-    fn ctr(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        Ok(self.command(args).output()?)
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = self.ctr(args)?;
-        if !out.status.success() {
-            bail!("ctr {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    }
-}
+#[path = "../../tests/common/containerd.rs"]
+mod private_containerd;
+use private_containerd::PrivateContainerd as Containerd;
 
 /// A static native hello, built here with gcc.
 fn native_hello(dir: &Path) -> anyhow::Result<Vec<u8>> {
@@ -145,7 +58,7 @@ fn run_once(containerd: &Containerd, runtime: &Runtime, id: &str) -> anyhow::Res
     let args = runtime.args(id);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let start = Instant::now();
-    let out = containerd.ctr(&args)?;
+    let out = containerd.ctr(&args);
     let took = start.elapsed().as_secs_f64() * 1000.0;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || stdout.trim().is_empty() {
@@ -171,7 +84,7 @@ pub fn run(reef: &Path, runs: usize, concurrency: usize) -> anyhow::Result<()> {
             reef.display()
         );
     }
-    let containerd = Containerd::start(shim_dir)?;
+    let containerd = Containerd::start(shim_dir, "bench").map_err(anyhow::Error::msg)?;
     let work = tempfile::tempdir()?;
     let ticker = examples_dir().join("ticker/ticker.wasm");
     let archive = work.path().join("ticker.tar");
@@ -194,7 +107,9 @@ pub fn run(reef: &Path, runs: usize, concurrency: usize) -> anyhow::Result<()> {
     let native_archive = work.path().join("native.tar");
     std::fs::write(&native_archive, native)?;
     for archive in [&archive, &native_archive] {
-        containerd.ctr_ok(&["image", "import", archive.to_str().context("utf-8")?])?;
+        containerd
+            .ctr_checked(&["image", "import", archive.to_str().context("utf-8")?])
+            .map_err(anyhow::Error::msg)?;
     }
     let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let runtimes = [

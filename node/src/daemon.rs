@@ -1,7 +1,8 @@
 //! A whole worker node wired together: runtime, agent, logs and proxy.
 //!
 //! Under `DATA_DIR`: `blobs/` (components by digest), `artifacts/` (compiled
-//! components), `logs/` and `scratch/` (per pod, gone with the pod).
+//! components), `logs/` and `scratch/` (per pod, gone with the pod), and with
+//! containerd, `containerd/` (each task's rootfs and output FIFOs).
 
 use crate::agent::{Agent, AgentConfig};
 use crate::logs::{LogLimits, NodeLogs};
@@ -64,6 +65,15 @@ impl NodeHandle {
                 ?grace,
                 "requests still in flight after the grace period: cutting them off"
             );
+        }
+        // containerd tasks outlive this process unless removed here.
+        self.agent.stop_all();
+        let swept = self.agent.sweep_tasks();
+        if tokio::time::timeout(Duration::from_secs(10), swept)
+            .await
+            .is_err()
+        {
+            tracing::warn!("containerd did not remove this node's tasks within 10 s");
         }
         self.shutdown();
     }

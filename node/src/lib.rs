@@ -7,6 +7,7 @@
 //! through `reef-api`'s client and keeps serving its pods when that is away.
 
 pub mod agent;
+pub mod containerd;
 pub mod credential;
 pub mod daemon;
 pub mod logs;

@@ -6,6 +6,7 @@
 //! the control plane after the deletion), so a rollout loses no request. Requests
 //! already holding a pod always finish.
 
+use crate::containerd::TaskEndpoint;
 use crate::runtime::HttpPod;
 use reef_api::Labels;
 use std::collections::{HashMap, HashSet};
@@ -31,10 +32,45 @@ pub fn pod_dir(namespace: &str, name: &str, uid: &str) -> std::path::PathBuf {
     std::path::Path::new(namespace).join(format!("{name}_{uid}"))
 }
 
+/// What serves an http pod on this node: the embedded runtime, in-process, or
+/// a containerd task the proxy forwards to over loopback.
+#[derive(Clone)]
+pub enum LocalPod {
+    Wasm(HttpPod),
+    Task(TaskEndpoint),
+}
+
+impl LocalPod {
+    /// GETs `path` from the pod (its readiness check): the answer's status.
+    pub async fn probe(
+        &self,
+        path: &str,
+    ) -> Result<hyper::StatusCode, crate::runtime::HandleError> {
+        let bad = |e: hyper::http::Error| crate::runtime::HandleError::BadRequest(e.to_string());
+        let request = hyper::Request::get(path).header(hyper::header::HOST, "localhost");
+        match self {
+            LocalPod::Wasm(pod) => {
+                let request = request
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .map_err(bad)?;
+                pod.handle(request).await.map(|r| r.status())
+            }
+            LocalPod::Task(task) => {
+                use http_body_util::BodyExt;
+                let empty = http_body_util::Empty::<bytes::Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+                let request = request.body(empty).map_err(bad)?;
+                task.handle(request).await.map(|r| r.status())
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 struct Pods {
-    live: HashMap<String, HttpPod>,
-    retiring: HashMap<String, (HttpPod, Instant)>,
+    live: HashMap<String, LocalPod>,
+    retiring: HashMap<String, (LocalPod, Instant)>,
     /// Live pods that passed their readiness check.
     ready: HashMap<String, Ready>,
 }
@@ -63,7 +99,7 @@ impl Default for PodTable {
 }
 
 impl PodTable {
-    pub fn insert(&self, key: String, pod: HttpPod) {
+    pub fn insert(&self, key: String, pod: LocalPod) {
         let mut pods = self.write();
         pods.retiring.remove(&key);
         pods.ready.remove(&key);
@@ -140,7 +176,7 @@ impl PodTable {
             .retain(|_, (_, deadline)| *deadline > now);
     }
 
-    pub fn get(&self, key: &str) -> Option<HttpPod> {
+    pub fn get(&self, key: &str) -> Option<LocalPod> {
         let pods = self.read();
         pods.live
             .get(key)

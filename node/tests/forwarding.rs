@@ -9,7 +9,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use reef_api::signing::{sign, SIGNATURE_HEADER};
 use reef_api::Service;
-use reef_node::pods::{pod_key, PodTable};
+use reef_node::pods::{pod_key, LocalPod, PodTable};
 use reef_node::proxy::access::NodeAccess;
 use reef_node::proxy::routes::RouteTable;
 use reef_node::proxy::Proxy;
@@ -88,7 +88,7 @@ impl TestNode {
         };
         self.pods.insert(
             pod_key("default", name),
-            HttpPod::new(component().await, settings),
+            LocalPod::Wasm(HttpPod::new(component().await, settings)),
         );
     }
 
@@ -433,7 +433,7 @@ async fn a_ready_pod_here_answers_for_a_service_before_its_endpoints_arrive() {
     let foreign_key = pod_key("tenant-b", "app-x");
     a.pods.insert(
         foreign_key.clone(),
-        HttpPod::new(component().await, foreign),
+        LocalPod::Wasm(HttpPod::new(component().await, foreign)),
     );
     a.pods.mark_ready(&foreign_key, "app", &labels("app"));
     // Selected but not ready yet.

@@ -9,6 +9,7 @@
 use crate::serve;
 use crate::spec::Program;
 use crate::stdio::FifoOutput;
+use reef_node::containerd::LISTENING;
 use reef_node::runtime::{CommandPod, HttpPod, PodSettings, Runtime, ScratchDir, ScratchQuota};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -143,7 +144,16 @@ impl Container {
                 }
                 exit.code() as u32
             }
-            Prepared::Http(pod, listen) => match serve::http(pod.clone(), *listen).await {
+            Prepared::Http(pod, listen) => match serve::http(pod.clone(), *listen, |bound| {
+                let line = format!("{}: {LISTENING}{bound}\n", self.id);
+                reef_node::runtime::OutputSink::write(
+                    self.output.as_ref(),
+                    reef_node::runtime::Stream::Stderr,
+                    line.as_bytes(),
+                );
+            })
+            .await
+            {
                 Ok(never) => match never {},
                 Err(e) => {
                     let line = format!("{}: serving on {listen}: {e}\n", self.id);

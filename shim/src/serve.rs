@@ -10,9 +10,15 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 /// Serves until the task is killed (the future is dropped); returns only if
-/// it cannot listen.
-pub async fn http(pod: HttpPod, listen: SocketAddr) -> std::io::Result<Infallible> {
+/// it cannot listen. `listening` is told the bound address (port 0 in
+/// `REEF_LISTEN` picks a free one, and this is how its user learns which).
+pub async fn http(
+    pod: HttpPod,
+    listen: SocketAddr,
+    listening: impl FnOnce(SocketAddr),
+) -> std::io::Result<Infallible> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
+    listening(listener.local_addr()?);
     // The connections die with this future: a killed task answers no one,
     // not even on a kept-alive connection.
     let mut connections = tokio::task::JoinSet::new();

@@ -44,6 +44,21 @@ pub fn example(name: &str) -> PathBuf {
     repo().join("examples").join(name).join("app.toml")
 }
 
+/// Copies an example's app.toml (edited by `edit`) and its component into a fresh dir.
+pub fn example_dir(
+    name: &str,
+    edit: impl Fn(String) -> String,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let app = example(name);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = format!("{name}.wasm");
+    std::fs::copy(app.with_file_name(&wasm), dir.path().join(&wasm)).expect("copy component");
+    let text = std::fs::read_to_string(&app).expect("read app.toml");
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, edit(text)).expect("write app.toml");
+    (dir, path)
+}
+
 /// Polls `f` until it returns Some, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where
@@ -85,16 +100,16 @@ impl Cluster {
 
     /// Starts `reef up` on fresh directories.
     pub async fn start() -> Cluster {
-        Cluster::start_with(&[]).await
+        Cluster::start_with::<&str>(&[]).await
     }
 
     /// Starts `reef up` on fresh directories with extra flags.
-    pub async fn start_with(extra: &[&str]) -> Cluster {
+    pub async fn start_with<S: AsRef<str>>(extra: &[S]) -> Cluster {
         let home = tempfile::tempdir().expect("tempdir");
         let mut cluster = Cluster {
             home,
             child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra: extra.iter().map(|s| s.as_ref().to_string()).collect(),
             api: String::new(),
             ingress: String::new(),
             listen: String::new(),
@@ -363,7 +378,9 @@ pub fn rss_kib(pid: u32) -> u64 {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+pub mod containerd;
 pub mod control_plane;
 pub mod docker;
 pub mod functions;
+pub mod runtimes;
 pub mod tenants;

@@ -7,13 +7,29 @@
 //! ended. A pod that is not restarted ends Succeeded (exit 0) or Failed.
 
 use super::Agent;
+use crate::containerd::TaskPod;
 use crate::runtime::{CommandPod, Exit};
 use reef_api::{now_rfc3339, Phase, Pod, PodStatus, RestartPolicy};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What runs a command pod: the embedded runtime or a containerd task.
+pub(super) enum Runner {
+    Wasm(CommandPod),
+    Task(TaskPod),
+}
+
+impl Runner {
+    async fn run(&self) -> Exit {
+        match self {
+            Runner::Wasm(pod) => pod.run().await,
+            Runner::Task(task) => task.run().await,
+        }
+    }
+}
+
 /// Whether a run that ended like this is run again under `policy`.
-fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
+pub(super) fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
     match policy {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => !exit.succeeded(),
@@ -22,7 +38,7 @@ fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
 }
 
 /// The one-word reason recorded for a run that ended.
-fn reason_of(exit: &Exit) -> &'static str {
+pub(super) fn reason_of(exit: &Exit) -> &'static str {
     match exit {
         Exit::Code(0) => "Completed",
         Exit::Code(_) => "Error",
@@ -32,7 +48,7 @@ fn reason_of(exit: &Exit) -> &'static str {
     }
 }
 
-pub(super) async fn run(agent: &Arc<Agent>, key: &str, pod: Pod, command: CommandPod) {
+pub(super) async fn run(agent: &Arc<Agent>, key: &str, pod: Pod, command: Runner) {
     let Some(log) = agent.logs.get(key) else {
         return;
     };

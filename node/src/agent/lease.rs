@@ -18,7 +18,7 @@ fn node_object(config: &AgentConfig, existing: Option<&Node>) -> Node {
             ingress: config.ingress.clone(),
             capacity: config.capacity,
             allocatable: config.capacity,
-            runtimes: vec![RuntimeKind::Wasmtime],
+            runtimes: config.runtimes.clone(),
             // Cordoning is the operator's decision: a restarting agent keeps it.
             unschedulable: existing.is_some_and(|n| n.spec.unschedulable),
             draining: existing.is_some_and(|n| n.spec.draining),

@@ -12,10 +12,13 @@ mod command;
 mod events;
 mod failures;
 mod lease;
+mod served;
 
 pub use backoff::Backoff;
 
+use crate::containerd::{TaskPod, TaskSpec};
 use crate::logs::NodeLogs;
+use crate::pods::LocalPod;
 use crate::pods::{pod_dir, pod_key, PodTable};
 use crate::reflector::{reflect, Mirror};
 use crate::runtime::{CommandPod, HttpPod, PodSettings, Runtime, ScratchDir};
@@ -47,6 +50,10 @@ pub struct AgentConfig {
     pub services: Option<Arc<dyn crate::runtime::ServiceCalls>>,
     /// How OCI registries are reached for `oci://` components.
     pub registries: reef_oci::Access,
+    /// The runtimes this node offers (registered on its Node): pods name one.
+    pub runtimes: Vec<RuntimeKind>,
+    /// containerd, when `containerd` is among them.
+    pub containerd: Option<crate::containerd::Containerd>,
 }
 
 /// A pod this agent has taken on: the task running it (none for a pod that had
@@ -78,7 +85,9 @@ pub struct Agent {
 /// A pod ready to run.
 enum Prepared {
     Http(HttpPod),
-    Command(CommandPod),
+    Command(command::Runner),
+    /// An http pod as a containerd task.
+    Served(TaskPod),
 }
 
 /// Characters of a fetch failure kept in a pod's status and events.
@@ -121,6 +130,8 @@ impl Agent {
 
     /// Runs the lease and the pod sync until the process ends.
     pub async fn run(self: Arc<Self>) {
+        // Before any pod starts: tasks an earlier process of this node left.
+        self.sweep_tasks().await;
         let lease = tokio::spawn(lease::keep_alive(self.client.clone(), self.config.clone()));
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         let agent = self.clone();
@@ -129,6 +140,18 @@ impl Agent {
             agent.sync(mirror)
         })
         .await
+    }
+
+    /// Removes this node's containerd tasks: at the start, what an earlier
+    /// process left running; at the end, what this one ran.
+    pub async fn sweep_tasks(&self) {
+        if let Some(containerd) = &self.config.containerd {
+            match containerd.sweep().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("removed {n} containerd tasks this node no longer owns"),
+                Err(e) => tracing::warn!("sweeping containerd tasks: {e:#}"),
+            }
+        }
     }
 
     fn managed(&self) -> std::sync::MutexGuard<'_, HashMap<String, Managed>> {
@@ -282,6 +305,7 @@ impl Agent {
                 Ok(Prepared::Command(command)) => {
                     return command::run(&self, &key, pod, command).await
                 }
+                Ok(Prepared::Served(task)) => return served::serve(&self, &key, pod, task).await,
                 Err(StartError::Permanent(message)) => {
                     tracing::warn!(pod = %key, "cannot run: {message}");
                     self.event(&pod, "Failed", message.clone());
@@ -331,23 +355,17 @@ impl Agent {
             if managed.get(&key).is_none_or(|m| m.uid != pod.metadata.uid) {
                 return;
             }
-            self.pods.insert(key.clone(), http.clone());
+            self.pods.insert(key.clone(), LocalPod::Wasm(http.clone()));
         }
         let mut status = PodStatus {
             phase: Phase::Running,
-            ready: self.probe(&pod, &http).await,
+            ready: self.probe(&pod, &LocalPod::Wasm(http.clone())).await,
             started_at: Some(now_rfc3339()),
             last_error: None,
             reason: None,
             ..pod.status.clone()
         };
-        let deployment = pod
-            .metadata
-            .owner
-            .as_ref()
-            .filter(|o| o.kind == Kind::Deployment)
-            .map(|o| o.name.clone())
-            .unwrap_or_default();
+        let deployment = deployment_of(&pod);
         if status.ready {
             self.pods
                 .mark_ready(&key, &deployment, &pod.metadata.labels);
@@ -362,7 +380,7 @@ impl Agent {
         // Not ready yet: keep probing; the pod gets traffic once it answers.
         while !status.ready {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            status.ready = self.probe(&pod, &http).await;
+            status.ready = self.probe(&pod, &LocalPod::Wasm(http.clone())).await;
             if status.ready {
                 self.pods
                     .mark_ready(&key, &deployment, &pod.metadata.labels);
@@ -385,11 +403,6 @@ impl Agent {
             }
         })?;
         let digest = &digest;
-        let dir = self.scratch_dir(pod);
-        let scratch =
-            ScratchDir::create(dir.clone(), self.config.pod_limits.scratch).map_err(|e| {
-                StartError::Transient(format!("creating scratch dir {}: {e}", dir.display()))
-            })?;
         let (_, output) =
             self.logs
                 .open(key, pod.namespace(), &pod.metadata.name, &pod.metadata.uid);
@@ -402,6 +415,14 @@ impl Agent {
         ];
         env.retain(|(k, _)| !pod.spec.env.contains_key(k));
         env.extend(pod.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if pod.spec.runtime == RuntimeKind::Containerd {
+            return self.prepare_task(key, pod, &bytes, env, output).await;
+        }
+        let dir = self.scratch_dir(pod);
+        let scratch =
+            ScratchDir::create(dir.clone(), self.config.pod_limits.scratch).map_err(|e| {
+                StartError::Transient(format!("creating scratch dir {}: {e}", dir.display()))
+            })?;
         let mut settings =
             PodSettings {
                 env,
@@ -442,32 +463,68 @@ impl Agent {
                     .prepare_command(digest, &bytes)
                     .await
                     .map_err(|e| cannot_run("command", e))?;
-                Ok(Prepared::Command(CommandPod::new(
+                Ok(Prepared::Command(command::Runner::Wasm(CommandPod::new(
                     component,
                     &pod.metadata.name,
                     &settings,
-                )))
+                ))))
             }
         }
     }
 
-    /// Ready means pre-instantiated and, with a `ready_path`, answering it with 2xx.
-    async fn probe(&self, pod: &Pod, http: &HttpPod) -> bool {
+    /// A pod whose spec names containerd: its container, which runs the
+    /// component through the shim with the pod's args, env and limits.
+    async fn prepare_task(
+        &self,
+        key: &str,
+        pod: &Pod,
+        bytes: &[u8],
+        env: Vec<(String, String)>,
+        output: Arc<dyn crate::runtime::OutputSink>,
+    ) -> Result<Prepared, StartError> {
+        let Some(containerd) = &self.config.containerd else {
+            return Err(StartError::Permanent(format!(
+                "node {} does not run containerd pods (start it with --runtime containerd)",
+                self.config.name
+            )));
+        };
+        let spec = TaskSpec {
+            args: pod.spec.args.clone(),
+            env,
+            memory_bytes: pod.spec.memory.bytes(),
+            timeout: pod.spec.timeout.0,
+        };
+        let http = pod.spec.world == World::Http;
+        let task = TaskPod::create(
+            containerd,
+            key,
+            &pod.metadata.uid,
+            bytes,
+            spec,
+            http,
+            output,
+        )
+        .await
+        .map_err(|e| StartError::Transient(format!("{e:#}")))?;
+        Ok(if http {
+            Prepared::Served(task)
+        } else {
+            Prepared::Command(command::Runner::Task(task))
+        })
+    }
+
+    /// Ready means pre-instantiated (or listening) and, with a `ready_path`,
+    /// answering it with 2xx.
+    async fn probe(&self, pod: &Pod, target: &LocalPod) -> bool {
         let Some(path) = &pod.spec.ready_path else {
             return true;
         };
-        let request = hyper::Request::get(path.as_str())
-            .header(hyper::header::HOST, "localhost")
-            .body(http_body_util::Empty::<bytes::Bytes>::new());
-        match request {
-            Ok(request) => match http.handle(request).await {
-                Ok(response) => response.status().is_success(),
-                Err(e) => {
-                    tracing::warn!(pod = %pod.metadata.name, "readiness probe failed: {e}");
-                    false
-                }
-            },
-            Err(_) => false,
+        match target.probe(path).await {
+            Ok(status) => status.is_success(),
+            Err(e) => {
+                tracing::warn!(pod = %pod.metadata.name, "readiness probe failed: {e}");
+                false
+            }
         }
     }
 
@@ -508,6 +565,17 @@ impl Agent {
             }
         }
     }
+}
+
+/// The deployment a pod belongs to ("" for one of its own): routes pick
+/// ready pods by it.
+fn deployment_of(pod: &Pod) -> String {
+    pod.metadata
+        .owner
+        .as_ref()
+        .filter(|o| o.kind == Kind::Deployment)
+        .map(|o| o.name.clone())
+        .unwrap_or_default()
 }
 
 fn key_for(pod: &Pod) -> String {

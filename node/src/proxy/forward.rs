@@ -59,7 +59,7 @@ pub fn strip_internal(headers: &mut HeaderMap) {
     }
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(hyper::header::CONNECTION)
         .iter()

@@ -22,8 +22,8 @@ pub mod load;
 pub mod routes;
 
 use crate::logs::NodeLogs;
-use crate::pods::{pod_key, PodTable};
-use crate::runtime::{HandleError, HttpPod};
+use crate::pods::{pod_key, LocalPod, PodTable};
+use crate::runtime::HandleError;
 use access::NodeAccess;
 use bytes::Bytes;
 use forward::{BodySlot, ForwardError, Forwarder, InBody, FORWARDED_BY_HEADER, POD_HEADER};
@@ -502,14 +502,27 @@ impl Proxy {
     }
 }
 
-/// Runs the request in `pod` in-process; `what` names the target in answers.
-async fn dispatch<B>(what: &str, pod: &HttpPod, req: Request<B>) -> Response<ProxyBody>
+/// Runs the request in `pod`: in-process, or through its containerd task;
+/// `what` names the target in answers.
+async fn dispatch<B>(what: &str, pod: &LocalPod, req: Request<B>) -> Response<ProxyBody>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    match pod.handle(req).await {
-        Ok(response) => response.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed()),
+    let answer = match pod {
+        LocalPod::Wasm(pod) => pod
+            .handle(req)
+            .await
+            .map(|r| r.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed())),
+        LocalPod::Task(task) => {
+            let req = req.map(|body| body.map_err(Into::into).boxed_unsync());
+            task.handle(req)
+                .await
+                .map(|r| r.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed()))
+        }
+    };
+    match answer {
+        Ok(response) => response,
         Err(HandleError::Timeout) => text(
             StatusCode::GATEWAY_TIMEOUT,
             format!("reef: {what} did not answer within its timeout"),

@@ -42,6 +42,29 @@ impl Exit {
     }
 }
 
+impl Exit {
+    /// How a run ended, from its exit code and the report a runner gave in
+    /// this type's own words (the shim's last line: `trapped: …`), if any.
+    pub fn reported(code: i32, report: Option<&str>) -> Exit {
+        let said = |prefix: &str| {
+            report
+                .and_then(|r| r.strip_prefix(prefix))
+                .map(str::to_string)
+        };
+        if code == 0 {
+            Exit::Code(0)
+        } else if let Some(why) = said("trapped: ") {
+            Exit::Trap(why)
+        } else if let Some(why) = said("ran out of memory: ") {
+            Exit::OutOfMemory(why)
+        } else if let Some(why) = said("could not start: ") {
+            Exit::Start(why)
+        } else {
+            Exit::Code(code)
+        }
+    }
+}
+
 impl std::fmt::Display for Exit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -120,5 +143,24 @@ fn classify(e: &wasmtime::Error, out_of_memory: bool, starting: bool) -> Exit {
     match e.downcast_ref::<Trap>() {
         Some(trap) => Exit::Trap(trap.to_string()),
         None => Exit::Trap(e.root_cause().to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exit;
+
+    #[test]
+    fn an_exit_said_in_its_own_words_reads_back_as_itself() {
+        for exit in [
+            Exit::Trap("wasm trap: unreachable".into()),
+            Exit::OutOfMemory("64 MiB budget".into()),
+            Exit::Start("no such export".into()),
+        ] {
+            assert_eq!(Exit::reported(1, Some(&exit.to_string())), exit);
+        }
+        assert_eq!(Exit::reported(3, Some("exited with code 3")), Exit::Code(3));
+        assert_eq!(Exit::reported(137, None), Exit::Code(137));
+        assert_eq!(Exit::reported(0, Some("trapped: x")), Exit::Code(0));
     }
 }
