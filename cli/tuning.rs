@@ -255,8 +255,12 @@ pub async fn agent_config(
             .map_err(|e| Failure::other(format!("error: --runtime containerd: {e:#}")))?,
         ),
     };
-    let mut runtimes = tuning.runtimes.clone();
-    runtimes.dedup();
+    let mut runtimes: Vec<reef_api::RuntimeKind> = Vec::new();
+    for runtime in &tuning.runtimes {
+        if !runtimes.contains(runtime) {
+            runtimes.push(*runtime);
+        }
+    }
     Ok(AgentConfig {
         services: None,
         runtimes,

@@ -23,9 +23,6 @@ if [[ ! -x "$venv/bin/schemathesis" ]]; then
     "$venv/bin/pip" install -q "schemathesis>=4,<5"
 fi
 export REEF_REQUIRE_SCHEMATHESIS=1
-# The containerd tests run this build's shim, which `cargo test` builds only as
-# a test harness: build the binary itself (beside `reef`, where they look).
-cargo build -p reef-shim --bin containerd-shim-reef-v1
 # containerd (tests/containerd.rs) runs a private instance, which needs root.
 if command -v containerd >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
     export REEF_REQUIRE_CONTAINERD=1

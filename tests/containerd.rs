@@ -398,3 +398,47 @@ async fn hello_serves_across_a_node_kill(runtime: Runtime) {
     );
     assert_eq!(runtime.tasks(), Vec::<String>::new(), "tasks after a stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_is_not_its_world_fails_for_good_embedded() {
+    not_its_world(Runtime::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_is_not_its_world_fails_for_good_under_containerd() {
+    if let Some(runtime) = Runtime::containerd() {
+        not_its_world(runtime).await;
+    }
+}
+
+/// hello (an http handler) deployed as a command: the pod fails for good,
+/// saying why, and nothing runs (under containerd, the shim is told the
+/// world and refuses, rather than serving what the spec calls a command).
+async fn not_its_world(runtime: Runtime) {
+    const SLOW: Duration = Duration::from_secs(90);
+    let (_dir, app) = example_dir("hello", |text| {
+        runtime
+            .manifest(&text)
+            .replace("[[deployment]]\n", "[[deployment]]\nworld = \"command\"\n")
+    });
+    let cluster = Cluster::start_with(&runtime.flags()).await;
+    cluster.reef_ok(&["apply", "-f", app.to_str().expect("path")]);
+    let failed = eventually("a hello pod that failed", SLOW, || {
+        let pods = cluster.get_json("pods");
+        let failed = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["status"]["phase"] == "Failed")
+            .cloned();
+        async move { failed }
+    })
+    .await;
+    assert_eq!(failed["status"]["reason"], "CannotRun", "{failed}");
+    let error = failed["status"]["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot run as world \"command\""),
+        "{failed}"
+    );
+    assert_eq!(runtime.tasks(), Vec::<String>::new());
+}

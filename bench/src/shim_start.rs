@@ -143,10 +143,14 @@ pub fn run(reef: &Path, runs: usize, concurrency: usize) -> anyhow::Result<()> {
             latencies[i].push(run_once(&containerd, runtime, &format!("seq-{i}-{n}"))?);
         }
     }
-    // Throughput: `concurrency` ctr clients at once, `runs` tasks in all.
+    // Throughput: `concurrency` ctr clients at once, `runs` tasks in all. A
+    // run that fails (ctr has been seen to lose a task's output under
+    // concurrency) is counted and reported, not retried.
     let mut rates = Vec::new();
+    let mut failures = Vec::new();
     for (i, runtime) in runtimes.iter().enumerate() {
         let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(Vec::<String>::new());
         let start = Instant::now();
         std::thread::scope(|scope| -> anyhow::Result<()> {
             let workers: Vec<_> = (0..concurrency)
@@ -157,7 +161,13 @@ pub fn run(reef: &Path, runs: usize, concurrency: usize) -> anyhow::Result<()> {
                             if n >= runs {
                                 return Ok(());
                             }
-                            run_once(&containerd, runtime, &format!("par-{i}-{n}"))?;
+                            if let Err(e) = run_once(&containerd, runtime, &format!("par-{i}-{n}"))
+                            {
+                                failed
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(e.to_string());
+                            }
                         }
                     })
                 })
@@ -170,19 +180,29 @@ pub fn run(reef: &Path, runs: usize, concurrency: usize) -> anyhow::Result<()> {
             Ok(())
         })?;
         rates.push(runs as f64 / start.elapsed().as_secs_f64());
+        let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = failed.first() {
+            eprintln!(
+                "{}: {} failed runs, the first: {first}",
+                runtime.label,
+                failed.len()
+            );
+        }
+        failures.push(failed.len());
     }
     println!("{runs} runs of `ctr run --rm` each, private containerd 1.6; tasks/s with {concurrency} ctr clients at once");
-    println!("| runtime | start→exit median (ms) | p99 (ms) | tasks/s | vs runc |");
-    println!("|---|---|---|---|---|");
+    println!("| runtime | start→exit median (ms) | p99 (ms) | tasks/s | vs runc | failed runs |");
+    println!("|---|---|---|---|---|---|");
     for (i, runtime) in runtimes.iter().enumerate() {
         let mut sorted = latencies[i].clone();
         let med = median(&mut sorted);
         println!(
-            "| {} | {med:.1} | {:.1} | {:.1} | {:.2}× |",
+            "| {} | {med:.1} | {:.1} | {:.1} | {:.2}× | {} |",
             runtime.label,
             percentile(&sorted, 0.99),
             rates[i],
-            rates[i] / rates[1]
+            rates[i] / rates[1],
+            failures[i]
         );
     }
     Ok(())

@@ -156,6 +156,15 @@ impl PodTable {
         }
     }
 
+    /// Forgets a pod that can take no more requests (its task died): unlike
+    /// a retired one, nothing is routed to it meanwhile.
+    pub fn remove(&self, key: &str) {
+        let mut pods = self.write();
+        pods.ready.remove(key);
+        pods.live.remove(key);
+        pods.retiring.remove(key);
+    }
+
     /// Drops retired pods that no route lists any more (after `RETIRE_MIN`), or
     /// whose grace has run out.
     pub fn sweep(&self, still_routed: &HashSet<String>) {

@@ -7,7 +7,7 @@
 //! exactly once whether the guest ended or was killed.
 
 use crate::serve;
-use crate::spec::Program;
+use crate::spec::{Program, World};
 use crate::stdio::FifoOutput;
 use reef_node::containerd::LISTENING;
 use reef_node::runtime::{CommandPod, HttpPod, PodSettings, Runtime, ScratchDir, ScratchQuota};
@@ -74,15 +74,29 @@ impl Container {
             output: Some(output.clone()),
             ..PodSettings::default()
         };
-        // The component says what it is: a command exports wasi:cli/run, an
-        // http handler wasi:http/incoming-handler.
-        let prepared = match runtime.prepare_command(&digest, &wasm).await {
-            Ok(command) => Prepared::Command(CommandPod::new(command, id, &settings)),
-            Err(reef_node::runtime::PrepareError::NotCommand(_)) => {
+        let prepared = match program.world {
+            // The spec's world, when it names one (a reef node always does):
+            // a command cannot pass itself off as an http server, or the
+            // reverse.
+            Some(World::Command) => Prepared::Command(CommandPod::new(
+                runtime.prepare_command(&digest, &wasm).await?,
+                id,
+                &settings,
+            )),
+            Some(World::Http) => {
                 let http = runtime.prepare_http(&digest, &wasm).await?;
                 Prepared::Http(HttpPod::new(http, settings), program.listen)
             }
-            Err(e) => return Err(e.into()),
+            // Else the component says what it is: a command exports
+            // wasi:cli/run, an http handler wasi:http/incoming-handler.
+            None => match runtime.prepare_command(&digest, &wasm).await {
+                Ok(command) => Prepared::Command(CommandPod::new(command, id, &settings)),
+                Err(reef_node::runtime::PrepareError::NotCommand(_)) => {
+                    let http = runtime.prepare_http(&digest, &wasm).await?;
+                    Prepared::Http(HttpPod::new(http, settings), program.listen)
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         Ok(Container {
             id: id.to_string(),

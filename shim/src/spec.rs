@@ -62,6 +62,15 @@ pub struct Program {
     pub memory_bytes: u64,
     pub timeout: Duration,
     pub listen: std::net::SocketAddr,
+    /// The world the component must be (`REEF_WORLD`); without it, the one
+    /// its exports make it.
+    pub world: Option<World>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    Http,
+    Command,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +138,16 @@ pub fn parse(bytes: &[u8]) -> Result<Program, SpecError> {
         }
         (None, None) => std::net::SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
     };
+    let world = match var("REEF_WORLD").map(String::as_str) {
+        None => None,
+        Some("http") => Some(World::Http),
+        Some("command") => Some(World::Command),
+        Some(other) => {
+            return Err(SpecError::Invalid(format!(
+                "REEF_WORLD={other:?}: http or command"
+            )))
+        }
+    };
     let memory_bytes = spec
         .linux
         .and_then(|l| l.resources)
@@ -144,6 +163,7 @@ pub fn parse(bytes: &[u8]) -> Result<Program, SpecError> {
         memory_bytes,
         timeout,
         listen,
+        world,
     })
 }
 
@@ -200,6 +220,14 @@ mod tests {
         assert_eq!(bare.memory_bytes, DEFAULT_MEMORY);
         assert_eq!(bare.timeout, DEFAULT_TIMEOUT);
         assert_eq!(bare.listen.port(), DEFAULT_PORT);
+        assert_eq!(bare.world, None);
+
+        // The last of a name wins: what a node appends after a pod's env.
+        let node = br#"{"process":{"args":["/x.wasm"],"env":["REEF_WORLD=http",
+            "REEF_LISTEN=0.0.0.0:80","REEF_LISTEN=127.0.0.1:0","REEF_WORLD=command"]}}"#;
+        let program = parse(node).expect("parses");
+        assert_eq!(program.world, Some(World::Command));
+        assert_eq!(program.listen, "127.0.0.1:0".parse().expect("addr"));
     }
 
     #[test]
@@ -212,6 +240,10 @@ mod tests {
             (
                 br#"{"process":{"args":["/x"],"env":["REEF_LISTEN=nope"]}}"#,
                 "REEF_LISTEN",
+            ),
+            (
+                br#"{"process":{"args":["/x"],"env":["REEF_WORLD=cli"]}}"#,
+                "REEF_WORLD",
             ),
         ] {
             let e = parse(spec).expect_err("refused");

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Chunks queued for the FIFOs before output is dropped.
 const QUEUE: usize = 4096;
+/// How long a stopping task waits for its output to be read.
+const FINISH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 enum Message {
     Write(Stream, Bytes),
@@ -42,11 +44,21 @@ impl FifoOutput {
         FifoOutput { queue }
     }
 
-    /// Returns once everything written before the call is in the FIFOs.
+    /// Returns once everything written before the call is in the FIFOs,
+    /// or after [`FINISH_DEADLINE`]: a FIFO nobody reads any more (opened
+    /// read-write, it never says so) must not keep a task from stopping.
     pub async fn finish(&self) {
         let (done, written) = oneshot::channel();
-        if self.queue.send(Message::Finish(done)).await.is_ok() {
-            let _ = written.await;
+        let finished = async {
+            if self.queue.send(Message::Finish(done)).await.is_ok() {
+                let _ = written.await;
+            }
+        };
+        if tokio::time::timeout(FINISH_DEADLINE, finished)
+            .await
+            .is_err()
+        {
+            tracing::warn!("output not read for {FINISH_DEADLINE:?}: the rest is dropped");
         }
     }
 }

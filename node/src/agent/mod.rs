@@ -16,7 +16,7 @@ mod served;
 
 pub use backoff::Backoff;
 
-use crate::containerd::{TaskPod, TaskSpec};
+use crate::containerd::{RunError, TaskPod, TaskSpec};
 use crate::logs::NodeLogs;
 use crate::pods::LocalPod;
 use crate::pods::{pod_dir, pod_key, PodTable};
@@ -130,8 +130,13 @@ impl Agent {
 
     /// Runs the lease and the pod sync until the process ends.
     pub async fn run(self: Arc<Self>) {
-        // Before any pod starts: tasks an earlier process of this node left.
-        self.sweep_tasks().await;
+        // Before any pod starts: tasks an earlier process of this node left
+        // (should containerd not answer now, each pod's start tries again).
+        if let Some(containerd) = &self.config.containerd {
+            if let Err(e) = containerd.adopt_nothing().await {
+                tracing::warn!("removing tasks an earlier process left: {e:#}");
+            }
+        }
         let lease = tokio::spawn(lease::keep_alive(self.client.clone(), self.config.clone()));
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         let agent = self.clone();
@@ -142,14 +147,11 @@ impl Agent {
         .await
     }
 
-    /// Removes this node's containerd tasks: at the start, what an earlier
-    /// process left running; at the end, what this one ran.
+    /// Removes this node's containerd tasks when the node stops.
     pub async fn sweep_tasks(&self) {
         if let Some(containerd) = &self.config.containerd {
-            match containerd.sweep().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!("removed {n} containerd tasks this node no longer owns"),
-                Err(e) => tracing::warn!("sweeping containerd tasks: {e:#}"),
+            if let Err(e) = containerd.sweep().await {
+                tracing::warn!("removing this node's containerd tasks: {e:#}");
             }
         }
     }
@@ -488,24 +490,27 @@ impl Agent {
                 self.config.name
             )));
         };
+        containerd.adopt_nothing().await.map_err(|e| {
+            StartError::Transient(format!("removing tasks an earlier process left: {e:#}"))
+        })?;
+        let http = pod.spec.world == World::Http;
         let spec = TaskSpec {
             args: pod.spec.args.clone(),
             env,
             memory_bytes: pod.spec.memory.bytes(),
             timeout: pod.spec.timeout.0,
-        };
-        let http = pod.spec.world == World::Http;
-        let task = TaskPod::create(
-            containerd,
-            key,
-            &pod.metadata.uid,
-            bytes,
-            spec,
             http,
-            output,
-        )
-        .await
-        .map_err(|e| StartError::Transient(format!("{e:#}")))?;
+        };
+        let task = TaskPod::create(containerd, key, &pod.metadata.uid, bytes, spec, output)
+            .await
+            .map_err(|e| match e {
+                RunError::Refused(m) => StartError::Permanent(format!(
+                    "component {} cannot run as world \"{}\": {m}",
+                    pod.spec.component,
+                    if http { "http" } else { "command" }
+                )),
+                RunError::Failed(m) => StartError::Transient(m),
+            })?;
         Ok(if http {
             Prepared::Served(task)
         } else {

@@ -66,9 +66,11 @@ pub(super) async fn serve(agent: &Arc<Agent>, key: &str, pod: Pod, task: TaskPod
                     status.ready = true;
                     agent.report(&pod, status.clone()).await;
                 }
-                let exit = started.exit().await;
-                agent.pods.retire(key);
-                exit
+                started.ended().await;
+                // A dead task takes no requests: out of routing before its
+                // run is removed and its port is anyone's to take.
+                agent.pods.remove(key);
+                started.exit().await
             }
         };
         let ran = began.elapsed();

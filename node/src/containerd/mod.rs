@@ -1,26 +1,35 @@
-//! Pods as containerd tasks (`reef node --runtime containerd`): each pod whose
-//! spec names the `containerd` runtime becomes one container in containerd's
-//! `reef` namespace, run by `containerd-shim-reef-v1` (this workspace's
-//! `shim/`), which runs the component with the same runtime code and limits
-//! as the embedded runtime.
+//! Pods as containerd tasks (`reef node --runtime containerd`): each run of
+//! a pod whose spec names the `containerd` runtime is a container in
+//! containerd's `reef` namespace, run by `containerd-shim-reef-v1` (this
+//! workspace's `shim/`) with the same runtime code, memory budget and
+//! request deadline as the embedded runtime (not its egress policy, Service
+//! calls or scratch quota: see docs/containerd.md).
 //!
 //! The node hands containerd no image: the component it already fetched and
 //! verified is written to a directory of the pod's own, which the shim mounts
 //! read-only as the container's rootfs. A command pod is one task per run; an
 //! http pod is one task serving on a loopback port the proxy forwards to.
+//! The node fixes the world (`REEF_WORLD`) and the port (`REEF_LISTEN`) in
+//! each spec after the pod's env, so a pod's env changes neither.
 //!
 //! Invariants:
 //! - every container this node makes carries its name in the `reef.node`
-//!   label, and a node owns none at its start: [`Containerd::sweep`] removes
-//!   what an earlier process of this node left (a `kill -9` leaves tasks
-//!   running), so a pod never runs twice;
-//! - a pod's container goes when the pod's [`task::TaskPod`] is dropped (the
-//!   pod stopped, finished or was removed from this node).
+//!   label, and a node owns none at its start: no pod starts under
+//!   containerd until [`Containerd::adopt_nothing`] has removed what an
+//!   earlier process of this node left (a `kill -9` leaves tasks running),
+//!   so a pod never runs twice;
+//! - a container is one run's, never reused, and goes when the run ends or
+//!   its last holder lets go (the pod's task, or its endpoint while routing
+//!   still lists it).
 
+mod endpoint;
 mod fifo;
+mod run;
 mod task;
 
-pub use task::{TaskEndpoint, TaskPod, TaskSpec};
+pub use endpoint::TaskEndpoint;
+pub use run::RunError;
+pub use task::{TaskPod, TaskSpec};
 
 use crate::proxy::forward::InBody;
 use anyhow::Context;
@@ -59,6 +68,8 @@ pub struct Containerd {
     dir: PathBuf,
     /// Pooled connections to http tasks' loopback ports.
     client: Client<HttpConnector, InBody>,
+    /// Set once the startup sweep has succeeded.
+    swept: std::sync::Arc<tokio::sync::OnceCell<()>>,
 }
 
 impl Containerd {
@@ -84,6 +95,7 @@ impl Containerd {
             node: node.to_string(),
             dir,
             client,
+            swept: Default::default(),
         })
     }
 
@@ -123,11 +135,27 @@ impl Containerd {
         format!("reef-{}", &hex::encode(hash.finalize())[..32])
     }
 
-    /// Removes every container of this node's and its task: those an earlier
-    /// process of this node left, or all of them when the node stops.
-    /// Returns how many there were.
+    /// Once per process, before its first pod: removes what an earlier
+    /// process of this node left (a `kill -9` leaves tasks running). Until
+    /// it has succeeded no pod starts here, so none runs twice.
+    pub async fn adopt_nothing(&self) -> anyhow::Result<()> {
+        self.swept
+            .get_or_try_init(|| async {
+                let n = self.sweep().await?;
+                if n > 0 {
+                    tracing::info!("removed {n} containerd tasks this node no longer owns");
+                }
+                anyhow::Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes every container of this node's and its task, at once: those
+    /// an earlier process left, or all of them when the node stops. Returns
+    /// how many there were.
     pub async fn sweep(&self) -> anyhow::Result<usize> {
-        let filter = format!("labels.\"{NODE_LABEL}\"=={}", self.node);
+        let filter = format!("labels.\"{NODE_LABEL}\"==\"{}\"", self.node);
         let listed = self
             .containers()
             .list(Self::request(ListContainersRequest {
@@ -137,17 +165,20 @@ impl Containerd {
             .context("listing containerd's containers")?
             .into_inner()
             .containers;
-        for container in &listed {
+        let removals = listed.iter().map(|container| {
             let pod = container.labels.get(POD_LABEL).cloned().unwrap_or_default();
-            tracing::info!(container = %container.id, %pod, "removing a task this node no longer owns");
-            self.remove(&container.id).await;
-        }
+            tracing::info!(container = %container.id, %pod, "removing a task of this node's");
+            self.remove(&container.id)
+        });
+        futures::future::join_all(removals).await;
         // Their rootfs directories and FIFOs.
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
-        }
+        })
+        .await;
         Ok(listed.len())
     }
 
