@@ -49,87 +49,86 @@ fn default_reef() -> PathBuf {
     target.join("release/reef")
 }
 
+/// What to measure; each prints a markdown table for docs/benchmarks.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Bench {
+    /// `reef apply` returned → first 200, with a timeline of each step.
+    ApplyLatency,
+    /// Requests/s through the node proxy vs plain hyper (and `wasmtime serve`).
+    Proxy,
+    /// Writes/s and latency, reef vs etcd, 3 members each (needs etcd).
+    ReplicatedWrites,
+    /// kill -9 of the leader → first acknowledged write, reef vs etcd.
+    Failover,
+    /// Writes/s with 1,000 watchers, reef vs etcd.
+    WatchFanout,
+    /// The cost of identities and authorization (needs --baseline).
+    SecurityCost,
+    /// Pods bound and committed per second onto simulated nodes.
+    Schedule,
+    /// Pods per node: memory and start time as they grow.
+    Density,
+    /// Pod bound → first 200.
+    ColdStart,
+    /// Apply → first 200 for a component from an OCI registry vs an upload.
+    PullStart,
+    /// `ctr run` through containerd-shim-reef-v1 vs runc (root, containerd, gcc).
+    ShimStart,
+    /// Scale from zero, autoscaling and activation under load.
+    Serverless,
+}
+
+/// `reef-bench`: measures reef against a baseline run in the same process,
+/// on the same machine, at the same time.
+#[derive(clap::Parser)]
+#[command(name = "reef-bench", version)]
 struct Args {
-    command: String,
+    command: Bench,
+    /// The reef binary to measure [default: the release build in $CARGO_TARGET_DIR or target/].
+    #[arg(long, default_value_os_t = default_reef())]
     reef: PathBuf,
-    /// `--runs`; each command has its own default.
+    /// Runs to time; each bench has its own default.
+    #[arg(long)]
     runs: Option<usize>,
+    /// Seconds per measured cell (proxy, replicated-writes, watch-fanout, security-cost, serverless).
+    #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// Connections or concurrent clients (proxy, serverless, shim-start).
+    #[arg(long, default_value_t = 32)]
     connections: u32,
+    /// Rounds (proxy).
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Write to the leader only (replicated-writes).
+    #[arg(long)]
     leader_only: bool,
+    /// Simulated nodes (schedule, serverless).
+    #[arg(long, default_value_t = 1000)]
     nodes: usize,
+    /// Pods to schedule (schedule).
+    #[arg(long, default_value_t = 10_000)]
     pods: usize,
+    /// Pods per apply batch (schedule).
+    #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// Namespaces the pods spread over (schedule; 0: one).
+    #[arg(long, default_value_t = 0)]
     namespaces: usize,
+    /// Http pods per step (density).
+    #[arg(long, value_delimiter = ',', default_value = "1000,2500,5000,10000")]
     steps: Vec<usize>,
+    /// Command pods per step (density).
+    #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000")]
     command_steps: Vec<usize>,
-    /// `replicated-writes`: the client counts to run (all by default).
+    /// Client counts to run (replicated-writes) [default: all].
+    #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<usize>>,
+    /// A wasmtime-cli 48.0.8 binary, to add `wasmtime serve` (proxy, serverless).
+    #[arg(long)]
     wasmtime: Option<PathBuf>,
-    /// `security-cost`: the binary to compare with.
+    /// A reef built before identities, e.g. 7bd1299 (security-cost).
+    #[arg(long)]
     baseline: Option<PathBuf>,
-}
-
-fn numbers(value: &str) -> anyhow::Result<Vec<usize>> {
-    value
-        .split(',')
-        .map(|n| {
-            n.trim()
-                .parse()
-                .with_context(|| format!("{n:?} in {value:?} is not a number"))
-        })
-        .collect()
-}
-
-fn parse_args() -> anyhow::Result<Args> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next().unwrap_or_default();
-    let mut parsed = Args {
-        command,
-        reef: default_reef(),
-        runs: None,
-        seconds: 10,
-        connections: 32,
-        rounds: 3,
-        leader_only: false,
-        nodes: 1000,
-        pods: 10_000,
-        batch: 500,
-        namespaces: 0,
-        steps: vec![1000, 2500, 5000, 10_000],
-        command_steps: vec![500, 1000, 2000, 4000],
-        clients: None,
-        wasmtime: None,
-        baseline: None,
-    };
-    while let Some(flag) = args.next() {
-        if flag == "--leader-only" {
-            parsed.leader_only = true;
-            continue;
-        }
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
-        match flag.as_str() {
-            "--reef" => parsed.reef = PathBuf::from(value),
-            "--baseline" => parsed.baseline = Some(PathBuf::from(value)),
-            "--runs" => parsed.runs = Some(value.parse()?),
-            "--seconds" => parsed.seconds = value.parse()?,
-            "--connections" => parsed.connections = value.parse()?,
-            "--rounds" => parsed.rounds = value.parse()?,
-            "--nodes" => parsed.nodes = value.parse()?,
-            "--pods" => parsed.pods = value.parse()?,
-            "--batch" => parsed.batch = value.parse()?,
-            "--namespaces" => parsed.namespaces = value.parse()?,
-            "--steps" => parsed.steps = numbers(&value)?,
-            "--command-steps" => parsed.command_steps = numbers(&value)?,
-            "--clients" => parsed.clients = Some(numbers(&value)?),
-            "--wasmtime" => parsed.wasmtime = Some(PathBuf::from(value)),
-            other => bail!("unknown flag {other}"),
-        }
-    }
-    Ok(parsed)
 }
 
 pub(crate) fn median(values: &mut [f64]) -> f64 {
@@ -370,27 +369,34 @@ async fn proxy(args: &Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = parse_args()?;
+    let args = <Args as clap::Parser>::parse();
     if !args.reef.exists() {
         bail!(
             "{} not found: build it with `cargo build --release` or pass --reef PATH",
             args.reef.display()
         );
     }
-    match args.command.as_str() {
-        "apply-latency" => apply_latency(&args).await,
-        "proxy" => proxy(&args).await,
-        "replicated-writes" => replicated::writes(&args.reef, u64::from(args.seconds), args.leader_only, args.clients.as_deref()).await,
-        "failover" => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
-        "watch-fanout" => watch_fanout::run(&args.reef, u64::from(args.seconds)).await,
-        "security-cost" => {
-            let baseline = args
-                .baseline
-                .clone()
-                .context("security-cost needs --baseline PATH: a reef binary built before identities")?;
+    match args.command {
+        Bench::ApplyLatency => apply_latency(&args).await,
+        Bench::Proxy => proxy(&args).await,
+        Bench::ReplicatedWrites => {
+            replicated::writes(
+                &args.reef,
+                u64::from(args.seconds),
+                args.leader_only,
+                args.clients.as_deref(),
+            )
+            .await
+        }
+        Bench::Failover => replicated::failover(&args.reef, args.runs.unwrap_or(10)).await,
+        Bench::WatchFanout => watch_fanout::run(&args.reef, u64::from(args.seconds)).await,
+        Bench::SecurityCost => {
+            let baseline = args.baseline.clone().context(
+                "security-cost needs --baseline PATH: a reef binary built before identities",
+            )?;
             security_cost::run(&args.reef, &baseline, u64::from(args.seconds)).await
         }
-        "schedule" => {
+        Bench::Schedule => {
             let options = schedule::Options {
                 nodes: args.nodes,
                 pods: args.pods,
@@ -399,11 +405,17 @@ async fn main() -> anyhow::Result<()> {
             };
             schedule::run(&args.reef, &options, args.runs.unwrap_or(3)).await
         }
-        "density" => node::density(&args.reef, &args.steps, &args.command_steps).await,
-        "cold-start" => node::cold_start(&args.reef, args.runs.unwrap_or(10)).await,
-        "pull-start" => pull_start::pull_start(&args.reef, args.runs.unwrap_or(10).max(2)).await,
-        "shim-start" => shim_start::run(&args.reef, args.runs.unwrap_or(1000).max(1), args.connections.max(1) as usize),
-        "serverless" => {
+        Bench::Density => node::density(&args.reef, &args.steps, &args.command_steps).await,
+        Bench::ColdStart => node::cold_start(&args.reef, args.runs.unwrap_or(10)).await,
+        Bench::PullStart => {
+            pull_start::pull_start(&args.reef, args.runs.unwrap_or(10).max(2)).await
+        }
+        Bench::ShimStart => shim_start::run(
+            &args.reef,
+            args.runs.unwrap_or(1000).max(1),
+            args.connections.max(1) as usize,
+        ),
+        Bench::Serverless => {
             serverless::run(serverless::Options {
                 reef: &args.reef,
                 runs: args.runs.unwrap_or(20),
@@ -414,6 +426,5 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        _ => bail!("usage: reef-bench apply-latency|proxy|replicated-writes|failover|watch-fanout|schedule|density|cold-start|pull-start|shim-start|serverless [--reef PATH] [--runs N] [--seconds S] [--connections C] [--rounds R] [--nodes N] [--pods P] [--batch B] [--namespaces N]"),
     }
 }
