@@ -173,6 +173,10 @@ enum Command {
         #[command(subcommand)]
         command: oci::ImageCommand,
     },
+    /// Print a shell completion script: `source <(reef completion bash)`.
+    Completion {
+        shell: clap_complete::Shell,
+    },
     /// Delete an object, or every object of a manifest file.
     Delete {
         kind: Option<String>,
@@ -211,6 +215,11 @@ fn init_tracing() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completion { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "reef", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let daemon = matches!(
         cli.command,
         Command::Up(_) | Command::ControlPlane(_) | Command::Node(_)
@@ -287,6 +296,8 @@ fn main() -> ExitCode {
                 output,
                 registry,
             } => oci::pull(&reference, &output, &registry).await,
+            // Answered before the runtime starts.
+            Command::Completion { .. } => Ok(()),
         }
     });
     // Daemons leave tasks behind (servers, aborted loops) that still hold the

@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::process::Command;
 use std::time::Duration;
 
 const SLOW: Duration = Duration::from_secs(90);
@@ -383,4 +384,51 @@ async fn deleting_the_deployment_then_the_service() {
     let again = cluster.reef(&["delete", "service", "hello"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("service \"hello\" not found"));
+}
+
+/// `reef completion SHELL` prints a script the shell itself accepts, naming
+/// reef's verbs; an unknown shell is a usage error.
+#[test]
+fn completion_scripts_are_valid_for_their_shells() {
+    let out = Command::new(REEF)
+        .args(["completion", "bash"])
+        .output()
+        .expect("run reef");
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    for verb in ["apply", "logs", "completion", "rollout"] {
+        assert!(script.contains(verb), "no {verb} in the bash script");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("reef.bash");
+    std::fs::write(&path, &script).expect("write the script");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("run bash -n");
+    assert!(checked.status.success(), "bash -n: {checked:?}");
+    // Sourced, it registers the completion function for `reef`.
+    let sourced = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p reef", path.display()))
+        .output()
+        .expect("run bash");
+    assert!(sourced.status.success(), "{sourced:?}");
+    assert!(
+        String::from_utf8_lossy(&sourced.stdout).contains("reef"),
+        "{sourced:?}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(REEF)
+            .args(["completion", shell])
+            .output()
+            .expect("run reef");
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}: {out:?}");
+    }
+    let out = Command::new(REEF)
+        .args(["completion", "cmd.exe"])
+        .output()
+        .expect("run reef");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
