@@ -9,6 +9,7 @@ mod daemons;
 mod oci;
 mod ops;
 mod output;
+mod terminal;
 mod tokens;
 mod tuning;
 mod verbs;
@@ -174,9 +175,7 @@ enum Command {
         command: oci::ImageCommand,
     },
     /// Print a shell completion script: `source <(reef completion bash)`.
-    Completion {
-        shell: clap_complete::Shell,
-    },
+    Completion { shell: clap_complete::Shell },
     /// Delete an object, or every object of a manifest file.
     Delete {
         kind: Option<String>,

@@ -307,8 +307,15 @@ pub async fn logs(pod: &str, namespace: Option<String>, follow: bool, previous: 
     let (client, namespace) = connect(namespace)?;
     let mut stream = Box::pin(client.logs(&namespace, pod, follow, previous).await?);
     let mut out = tokio::io::stdout();
+    // On a terminal, the guest's control characters are shown, not obeyed.
+    let mut escaper = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        .then(crate::terminal::Escaper::default);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
+        let chunk = match escaper.as_mut() {
+            Some(escaper) => escaper.escape(&chunk).into(),
+            None => chunk,
+        };
         // A closed stdout (`| head`) ends the command quietly.
         if out.write_all(&chunk).await.is_err() || out.flush().await.is_err() {
             return Ok(());

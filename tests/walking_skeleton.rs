@@ -424,11 +424,62 @@ fn completion_scripts_are_valid_for_their_shells() {
             .args(["completion", shell])
             .output()
             .expect("run reef");
-        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}: {out:?}");
+        assert!(
+            out.status.success() && !out.stdout.is_empty(),
+            "{shell}: {out:?}"
+        );
     }
     let out = Command::new(REEF)
         .args(["completion", "cmd.exe"])
         .output()
         .expect("run reef");
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// A guest's control characters reach a pipe as they are, and a terminal
+/// (a pty from `script`) as `\xNN`: a component cannot clear or retitle the
+/// screen of whoever reads its logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_control_characters_reach_a_terminal_escaped() {
+    let cluster = Cluster::start().await;
+    let (_dir, app) = example_dir("ticker", |text| {
+        text.replace(
+            r#"args = ["ticker"]"#,
+            r#"args = ["\u001b]0;owned\u0007\u001b[2J"]"#,
+        )
+        .replace("\"1000\"", "\"100\"")
+    });
+    cluster.reef_ok(&["apply", "-f", app.to_str().expect("path")]);
+    let pod = eventually("a running ticker", Duration::from_secs(90), || {
+        let pods = items(&cluster.get_json("pods"));
+        let running = pods
+            .into_iter()
+            .find(|p| p["status"]["phase"] == "Running")
+            .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string));
+        async move { running }
+    })
+    .await;
+    let raw = "\x1b]0;owned\x07\x1b[2J: tick";
+    let piped = eventually("ticks in the logs", Duration::from_secs(90), || {
+        let out = cluster.reef(&["logs", &pod]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        async move { text.contains(raw).then_some(text) }
+    })
+    .await;
+    assert!(piped.contains(raw), "{piped:?}");
+    let on_a_terminal = Command::new("script")
+        .args(["-qec", &format!("{REEF} logs {pod}"), "/dev/null"])
+        .envs(cluster.env())
+        .output()
+        .expect("run script");
+    assert!(on_a_terminal.status.success(), "{on_a_terminal:?}");
+    let shown = String::from_utf8_lossy(&on_a_terminal.stdout);
+    assert!(
+        shown.contains("\\x1b]0;owned\\x07\\x1b[2J: tick"),
+        "{shown:?}"
+    );
+    assert!(
+        !shown.contains('\x1b') && !shown.contains('\x07'),
+        "{shown:?}"
+    );
 }
