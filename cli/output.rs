@@ -1,5 +1,6 @@
 //! Printing objects: aligned tables for people, JSON and YAML for programs.
 
+use crate::terminal::shown;
 use reef_api::*;
 use serde_json::Value;
 
@@ -40,7 +41,7 @@ pub fn print(
                 println!("---");
                 print!(
                     "{}",
-                    to_yaml(&serde_json::to_value(obj).unwrap_or_default())
+                    shown(&to_yaml(&serde_json::to_value(obj).unwrap_or_default()))
                 );
             }
         }
@@ -64,7 +65,10 @@ pub fn print(
                 return;
             }
             let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-            print!("{}", align(event.is_none().then_some(&header), &rows));
+            print!(
+                "{}",
+                shown(&align(event.is_none().then_some(&header), &rows))
+            );
         }
     }
 }
@@ -72,7 +76,7 @@ pub fn print(
 /// Prints an aligned table with a header.
 pub fn print_rows(header: &[&str], rows: &[Vec<String>]) {
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    print!("{}", align(Some(&header), rows));
+    print!("{}", shown(&align(Some(&header), rows)));
 }
 
 fn align(header: Option<&Vec<String>>, rows: &[Vec<String>]) -> String {

@@ -1,8 +1,23 @@
-//! Guest output on its way to a person's terminal. A component's stdout is
-//! anyone's bytes: control sequences in it could move the cursor, retitle
-//! the window, rewrite what was printed before or, on some terminals, answer
-//! back as if typed. On a terminal, `reef logs` shows them as `\xNN` instead;
-//! through a pipe or into a file, the bytes pass as they are.
+//! Guest output, and text a guest can shape, on its way to a person's
+//! terminal. A component's stdout is anyone's bytes: control sequences in it
+//! could move the cursor, retitle the window, rewrite what was printed before
+//! or, on some terminals, answer back as if typed. On a terminal, `reef logs`
+//! and what `get`/`describe` print show them as `\xNN` instead; through a
+//! pipe or into a file, the bytes pass as they are (JSON escapes them itself).
+
+/// `text` as it may reach stdout: escaped when stdout is a terminal. For
+/// what the CLI prints of objects (tables, YAML, events), whose strings may
+/// carry a guest's words (a trap message, an error it caused).
+pub fn shown(text: &str) -> String {
+    shown_on(text, std::io::IsTerminal::is_terminal(&std::io::stdout()))
+}
+
+fn shown_on(text: &str, terminal: bool) -> String {
+    if !terminal {
+        return text.to_string();
+    }
+    String::from_utf8_lossy(&Escaper::default().escape(text.as_bytes())).into_owned()
+}
 
 /// Escapes control characters (C0 but tab and newline, DEL, and C1 as UTF-8
 /// encodes them) across chunk boundaries.
@@ -43,7 +58,17 @@ impl Escaper {
 
 #[cfg(test)]
 mod tests {
-    use super::Escaper;
+    use super::{shown_on, Escaper};
+
+    #[test]
+    fn printed_objects_are_escaped_only_for_a_terminal() {
+        let text = "web-1  Running  trapped: \x1b]0;owned\x07\n";
+        assert_eq!(shown_on(text, false), text);
+        assert_eq!(
+            shown_on(text, true),
+            "web-1  Running  trapped: \\x1b]0;owned\\x07\n"
+        );
+    }
 
     fn escaped(chunks: &[&[u8]]) -> String {
         let mut escaper = Escaper::default();

@@ -2,6 +2,7 @@
 //! (tables) or programs (`-o json`).
 
 use crate::output::{self, Format};
+use crate::terminal::shown;
 use crate::{CliResult, Failure};
 use futures::StreamExt;
 use reef_api::config::ClientConfig;
@@ -221,7 +222,9 @@ pub async fn describe(kind: &str, name: &str, namespace: Option<String>) -> CliR
         .map_err(|e| not_found(e, kind, name))?;
     print!(
         "{}",
-        output::to_yaml(&serde_json::to_value(&obj).unwrap_or_default())
+        shown(&output::to_yaml(
+            &serde_json::to_value(&obj).unwrap_or_default()
+        ))
     );
     let events_ns = obj
         .metadata
@@ -241,13 +244,14 @@ pub async fn describe(kind: &str, name: &str, namespace: Option<String>) -> CliR
         println!("  <none>");
     }
     for e in related {
-        println!(
+        let line = format!(
             "  {}  {} (x{}): {}",
             e.spec.last_seen.unwrap_or_default(),
             e.spec.reason,
             e.spec.count,
             e.spec.message
         );
+        println!("{}", shown(&line));
     }
     Ok(())
 }

@@ -228,6 +228,10 @@ async fn a_pod_too_big_for_every_node_waits_until_one_fits() {
     let pending = pods(&cp).await;
     assert_eq!(pending.len(), 1);
     assert!(pending[0].spec.node.is_none(), "the pod must stay Pending");
+    // Its phase is there for clients before any node has reported one.
+    let out = cp.reef(&["get", "pods", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed["items"][0]["status"]["phase"], "Pending", "{listed}");
 
     cp.start_node_with("huge", &["--cpu", "2000m", "--memory", "2Gi"])
         .await;

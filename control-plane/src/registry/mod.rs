@@ -252,7 +252,7 @@ impl Registry {
                 next.metadata.uid = new_uid();
                 next.metadata.created_at = Some(now_rfc3339());
                 next.metadata.generation = 1;
-                next.status = Value::Null;
+                next.status = initial_status(next.kind);
             }
         }
         next
@@ -554,4 +554,13 @@ fn check_pod_update(current: &RawObject, incoming: &RawObject) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A new object's status: a pod is `Pending` from its creation (a client
+/// sees its phase before any node reports one); other kinds start with none.
+fn initial_status(kind: Kind) -> Value {
+    match kind {
+        Kind::Pod => serde_json::to_value(reef_api::PodStatus::default()).unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
 }
