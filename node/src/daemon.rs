@@ -68,12 +68,14 @@ impl NodeHandle {
         }
         // containerd tasks outlive this process unless removed here.
         self.agent.stop_all();
+        // Longer than one removal may wait for a killed task (10 s), so a
+        // slow one is still deleted.
         let swept = self.agent.sweep_tasks();
-        if tokio::time::timeout(Duration::from_secs(10), swept)
+        if tokio::time::timeout(Duration::from_secs(15), swept)
             .await
             .is_err()
         {
-            tracing::warn!("containerd did not remove this node's tasks within 10 s");
+            tracing::warn!("containerd did not remove this node's tasks within 15 s");
         }
         self.shutdown();
     }

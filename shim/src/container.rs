@@ -74,29 +74,25 @@ impl Container {
             output: Some(output.clone()),
             ..PodSettings::default()
         };
-        let prepared = match program.world {
-            // The spec's world, when it names one (a reef node always does):
-            // a command cannot pass itself off as an http server, or the
-            // reverse.
-            Some(World::Command) => Prepared::Command(CommandPod::new(
-                runtime.prepare_command(&digest, &wasm).await?,
-                id,
-                &settings,
-            )),
-            Some(World::Http) => {
+        // The spec's world, when it names one (a reef node always does): a
+        // command cannot pass itself off as an http server, or the reverse.
+        // Else the component says what it is: a command exports wasi:cli/run,
+        // an http handler wasi:http/incoming-handler.
+        let command = match program.world {
+            Some(World::Http) => None,
+            Some(World::Command) => Some(runtime.prepare_command(&digest, &wasm).await?),
+            None => match runtime.prepare_command(&digest, &wasm).await {
+                Ok(command) => Some(command),
+                Err(reef_node::runtime::PrepareError::NotCommand(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let prepared = match command {
+            Some(command) => Prepared::Command(CommandPod::new(command, id, &settings)),
+            None => {
                 let http = runtime.prepare_http(&digest, &wasm).await?;
                 Prepared::Http(HttpPod::new(http, settings), program.listen)
             }
-            // Else the component says what it is: a command exports
-            // wasi:cli/run, an http handler wasi:http/incoming-handler.
-            None => match runtime.prepare_command(&digest, &wasm).await {
-                Ok(command) => Prepared::Command(CommandPod::new(command, id, &settings)),
-                Err(reef_node::runtime::PrepareError::NotCommand(_)) => {
-                    let http = runtime.prepare_http(&digest, &wasm).await?;
-                    Prepared::Http(HttpPod::new(http, settings), program.listen)
-                }
-                Err(e) => return Err(e.into()),
-            },
         };
         Ok(Container {
             id: id.to_string(),

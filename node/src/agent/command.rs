@@ -29,7 +29,7 @@ impl Runner {
 }
 
 /// Whether a run that ended like this is run again under `policy`.
-pub(super) fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
+fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
     match policy {
         RestartPolicy::Always => true,
         RestartPolicy::OnFailure => !exit.succeeded(),
@@ -38,7 +38,7 @@ pub(super) fn restarts(policy: RestartPolicy, exit: &Exit) -> bool {
 }
 
 /// The one-word reason recorded for a run that ended.
-pub(super) fn reason_of(exit: &Exit) -> &'static str {
+fn reason_of(exit: &Exit) -> &'static str {
     match exit {
         Exit::Code(0) => "Completed",
         Exit::Code(_) => "Error",

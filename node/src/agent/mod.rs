@@ -130,12 +130,15 @@ impl Agent {
 
     /// Runs the lease and the pod sync until the process ends.
     pub async fn run(self: Arc<Self>) {
-        // Before any pod starts: tasks an earlier process of this node left
-        // (should containerd not answer now, each pod's start tries again).
-        if let Some(containerd) = &self.config.containerd {
-            if let Err(e) = containerd.adopt_nothing().await {
-                tracing::warn!("removing tasks an earlier process left: {e:#}");
-            }
+        // Tasks an earlier process of this node left, removed now even if no
+        // containerd pod comes; beside the lease, which must not wait for it
+        // (each containerd pod's start waits for it, or tries it again).
+        if let Some(containerd) = self.config.containerd.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = containerd.adopt_nothing().await {
+                    tracing::warn!("removing tasks an earlier process left: {e:#}");
+                }
+            });
         }
         let lease = tokio::spawn(lease::keep_alive(self.client.clone(), self.config.clone()));
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
